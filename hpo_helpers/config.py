@@ -1,0 +1,430 @@
+"""Configuration: YAML files read once into frozen, validated dataclasses.
+
+Layout of a config folder (``config/``)::
+
+    hpo/smoke.yaml, hpo/prod.yaml   HpoConfig: search space, budget, checkpoint section
+    train.yaml                      TrainConfig: windows, batching, precision, checkpoint interval
+    data/<name>.yaml                DataConfig: dataset path, format, splits, label map
+    backbones.yaml                  backbone registry (see backbones.py)
+
+Every problem is one :class:`~hpo_helpers.errors.ConfigError` whose message names the file, the
+key, the value and the fix. Only ``yaml.safe_load`` is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "CheckpointConfig",
+    "DataConfig",
+    "HpoConfig",
+    "ObjectiveConfig",
+    "ParamSpec",
+    "PrunerConfig",
+    "SamplerConfig",
+    "TrainConfig",
+    "load_data_config",
+    "load_hpo_config",
+    "load_train_config",
+    "load_yaml",
+]
+
+#: Hyperparameters the trainer understands; each must be in the search space (range or literal).
+TUNABLE = ("learning_rate", "batch_size", "dropout", "weight_decay", "warmup_ratio", "epochs")
+_PARAM_TYPES = ("loguniform", "uniform", "int", "choice")
+
+
+def _rule(*, low: float | None = None, high: float | None = None, choices: tuple = (),
+          low_open: bool = False, fix: str = "") -> dict[str, Any]:
+    return {"low": low, "high": high, "choices": choices, "low_open": low_open, "fix": fix}
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """The seed-compatible ``checkpoint:`` section."""
+
+    enabled: bool = False
+    storage_path: str = "{backbone}/study.db"
+    auto_resume: bool = True
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    metric: str = field(default="f1", metadata=_rule(choices=("f1",)))
+    direction: str = field(default="maximize", metadata=_rule(choices=("maximize",)))
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    type: str = field(default="tpe", metadata=_rule(choices=("tpe", "random")))
+    seed: int = 42
+    n_startup_trials: int = field(default=5, metadata=_rule(low=0))
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    type: str = field(default="median", metadata=_rule(choices=("median", "none")))
+    n_startup_trials: int = field(default=2, metadata=_rule(low=0))
+    n_warmup_steps: int = field(default=1, metadata=_rule(low=0))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One hyperparameter: a distribution, or a fixed ``value``."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class HpoConfig:
+    source: Path
+    backbone: str = "minilm"
+    max_trials: int = field(default=10, metadata=_rule(low=1, high=100_000))
+    timeout_minutes: float | None = field(default=None, metadata=_rule(low=0, low_open=True))
+    study_name: str | None = None
+    k_folds: int | None = field(default=None, metadata=_rule(low=2, high=20))
+    max_failed_trials: int = field(default=3, metadata=_rule(low=1))
+    keep_top_k: int = field(default=3, metadata=_rule(low=0))
+    train_config: str = "train.yaml"
+    data_config: str = "data/demo.yaml"
+    objective: ObjectiveConfig = ObjectiveConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    search_space: tuple[ParamSpec, ...] = ()
+
+    def param(self, name: str) -> ParamSpec:
+        return next(p for p in self.search_space if p.name == name)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    source: Path
+    seed: int = 42
+    max_length: int = field(default=128, metadata=_rule(low=16, high=4096))
+    stride: int = field(default=32, metadata=_rule(low=0))
+    eval_batch_size: int = field(default=32, metadata=_rule(low=1))
+    max_grad_norm: float = field(default=1.0, metadata=_rule(low=0, low_open=True))
+    precision: str = field(default="auto", metadata=_rule(choices=("auto", "fp32", "bf16")))
+    length_bucketing: bool = True
+    pad_to_multiple_of: int = field(default=8, metadata=_rule(low=1, high=128))
+    checkpoint_every_steps: int | None = field(default=None, metadata=_rule(low=1))
+    torch_threads: int | None = field(default=None, metadata=_rule(low=1, high=256))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Path
+    path: str | None = None
+    format: str = field(default="auto", metadata=_rule(choices=("auto", "json", "dataturks",
+                                                                  "conll")))
+    validation_fraction: float = field(default=0.15, metadata=_rule(low=0, high=0.5,
+                                                                     low_open=True))
+    test_fraction: float = field(default=0.15, metadata=_rule(low=0, high=0.5))
+    split_seed: int = 13
+    max_train_documents: int | None = field(default=None, metadata=_rule(low=1))
+    max_eval_documents: int | None = field(default=None, metadata=_rule(low=1))
+    entity_types: tuple[str, ...] = ()
+    label_map: Mapping[str, str] = field(default_factory=dict)
+
+    def canonical(self, raw_label: str) -> str | None:
+        """Canonical entity type for a raw label, or None when it is not mapped."""
+        key = raw_label.strip()
+        if key.upper() in self.entity_types:
+            return key.upper()
+        return self.label_map.get(key) or self.label_map.get(key.lower())
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_yaml(path: Path | str) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file (and line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found. Fix: check the path (cwd is {Path.cwd()}).")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}:{where} is not valid YAML ({problem}). Fix the syntax there.") \
+            from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}.")
+    return raw
+
+
+def _fail(file: Path, key: str, value: Any, why: str, fix: str) -> ConfigError:
+    return ConfigError(f"{file}: key '{key}' = {value!r} {why}. Fix: {fix}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(file: Path, key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(file, key, value, args[0])
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(file, key, value, "must be true or false", f"write {key}: true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(file, key, value, "must be an integer", f"write a whole number for {key}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-5" as a string; accept it as users write it.
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value):
+            raise _fail(file, key, value, "must be a finite number", f"write a number for {key}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(file, key, value, "must be a string", f"quote the value of {key}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _fail(file, key, value, "must be a list", f"write {key} as a YAML list")
+        return tuple(_coerce(file, f"{key}[{i}]", v, str) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, dict):
+            raise _fail(file, key, value, "must be a mapping", f"write {key} as 'raw: CANONICAL'")
+        return {str(k): _coerce(file, f"{key}.{k}", v, str) for k, v in value.items()}
+    raise AssertionError(f"unsupported annotation {tp!r}")  # programming error, not user input
+
+
+def _check_rule(file: Path, key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if value is None or not meta:
+        return
+    choices = meta.get("choices") or ()
+    if choices and value not in choices:
+        raise _fail(file, key, value, f"is not one of {list(choices)}",
+                    f"use one of {', '.join(map(str, choices))}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta.get("low_open") and value == low)):
+        op = ">" if meta.get("low_open") else ">="
+        raise _fail(file, key, value, f"is out of range (must be {op} {low})",
+                    f"set {key} to a value {op} {low}")
+    if high is not None and value > high:
+        raise _fail(file, key, value, f"is out of range (must be <= {high})",
+                    f"set {key} to a value <= {high}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], file: Path, prefix: str = "", **extra: Any) -> Any:
+    """Build dataclass ``cls`` from ``raw``, refusing unknown keys, wrong types and ranges."""
+    if not isinstance(raw, Mapping):
+        raise _fail(file, prefix.rstrip(".") or "<top>", raw, "must be a mapping",
+                    "indent its keys under it")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{file}: unknown key(s) {', '.join(prefix + str(k) for k in unknown)}. "
+            f"Fix: remove or rename them; allowed keys{' under ' + prefix.rstrip('.') if prefix else ''}"
+            f": {', '.join(sorted(fields))}."
+        )
+    kwargs: dict[str, Any] = dict(extra)
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key = prefix + name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name] or {}, file, key + ".")
+            continue
+        value = _coerce(file, key, raw[name], tp)
+        _check_rule(file, key, value, f.metadata)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_storage_path(file: Path, storage_path: str) -> None:
+    probe = storage_path.replace("{backbone}", "b")
+    bad = (
+        probe.startswith(("/", "\\", "~"))
+        or (len(probe) > 1 and probe[1] == ":")
+        or ".." in Path(probe).parts
+        or "\\" in probe
+        or not probe.strip()
+    )
+    try:
+        storage_path.format(backbone="b")
+    except (KeyError, IndexError, ValueError):
+        bad = True
+    if bad:
+        raise _fail(file, "checkpoint.storage_path", storage_path,
+                    "would escape the output folder or has an unknown placeholder",
+                    "use a relative path inside output_dir, e.g. '{backbone}/study.db'")
+    if not probe.endswith(".db"):
+        raise _fail(file, "checkpoint.storage_path", storage_path, "must name a .db file",
+                    "end it with '.db', e.g. '{backbone}/study.db'")
+
+
+def _param(file: Path, name: str, raw: Any) -> ParamSpec:
+    key = f"search_space.{name}"
+    if not isinstance(raw, Mapping):  # a literal fixes the parameter
+        tp = int if name in ("batch_size", "epochs") else float
+        value = _coerce(file, key, raw, tp)
+        spec = ParamSpec(name, "fixed", value=value)
+        _check_param_values(file, key, spec, [value])
+        return spec
+    allowed = {"type", "low", "high", "choices"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{file}: unknown key(s) {', '.join(f'{key}.{k}' for k in unknown)}. "
+                          f"Fix: allowed keys: {', '.join(sorted(allowed))}.")
+    kind = raw.get("type")
+    if kind not in _PARAM_TYPES:
+        raise _fail(file, f"{key}.type", kind, f"is not one of {list(_PARAM_TYPES)}",
+                    "use loguniform, uniform, int or choice")
+    if kind == "choice":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise _fail(file, f"{key}.choices", choices, "must be a non-empty list",
+                        "write choices: [8, 16]")
+        tp = int if name in ("batch_size", "epochs") else float
+        values = [_coerce(file, f"{key}.choices", c, tp) for c in choices]
+        spec = ParamSpec(name, kind, choices=tuple(values))
+        _check_param_values(file, f"{key}.choices", spec, values)
+        return spec
+    if "choices" in raw:
+        raise _fail(file, f"{key}.choices", raw["choices"], f"does not go with type {kind}",
+                    "remove choices or use type: choice")
+    tp = int if kind == "int" else float
+    for end in ("low", "high"):
+        if end not in raw:
+            raise _fail(file, f"{key}.{end}", None, "is missing", f"give {key} a low and a high")
+    low = _coerce(file, f"{key}.low", raw["low"], tp)
+    high = _coerce(file, f"{key}.high", raw["high"], tp)
+    if not low < high:
+        raise _fail(file, f"{key}.high", high, f"must be greater than low ({low})",
+                    "swap or widen the range")
+    if kind == "loguniform" and low <= 0:
+        raise _fail(file, f"{key}.low", low, "must be > 0 for a log-uniform range",
+                    "use a positive low such as 1e-6, or type: uniform")
+    spec = ParamSpec(name, kind, low=low, high=high)
+    _check_param_values(file, key, spec, [low, high])
+    return spec
+
+
+_PARAM_LIMITS: dict[str, tuple[float, float, bool, bool]] = {
+    # name: (low, high, low_open, integer)
+    "learning_rate": (0.0, 1.0, True, False),
+    "batch_size": (1, 4096, False, True),
+    "dropout": (0.0, 0.95, False, False),
+    "weight_decay": (0.0, 1.0, False, False),
+    "warmup_ratio": (0.0, 0.9, False, False),
+    "epochs": (1, 1000, False, True),
+}
+
+
+def _check_param_values(file: Path, key: str, spec: ParamSpec, values: list[Any]) -> None:
+    low, high, low_open, integer = _PARAM_LIMITS[spec.name]
+    for v in values:
+        if integer and (isinstance(v, float) and not float(v).is_integer()):
+            raise _fail(file, key, v, "must be a whole number", f"use integers for {spec.name}")
+        if v < low or v > high or (low_open and v == low):
+            op = ">" if low_open else ">="
+            raise _fail(file, key, v, f"is out of range for {spec.name} (must be {op} {low} and "
+                        f"<= {high})", f"choose {spec.name} inside that range")
+
+
+def _search_space(file: Path, raw: Any) -> tuple[ParamSpec, ...]:
+    if not isinstance(raw, Mapping):
+        raise _fail(file, "search_space", raw, "must be a mapping of parameter to range",
+                    "see config/hpo/smoke.yaml for an example")
+    unknown = sorted(set(raw) - set(TUNABLE))
+    if unknown:
+        raise ConfigError(
+            f"{file}: unknown key(s) {', '.join('search_space.' + str(k) for k in unknown)}. "
+            f"Fix: the trainer tunes only {', '.join(TUNABLE)}."
+        )
+    missing = [n for n in TUNABLE if n not in raw]
+    if missing:
+        raise ConfigError(
+            f"{file}: search_space is missing {', '.join(missing)}. Fix: give each a range "
+            "(e.g. dropout: {type: uniform, low: 0.0, high: 0.3}) or a fixed value (dropout: 0.1)."
+        )
+    return tuple(_param(file, name, raw[name]) for name in TUNABLE)
+
+
+def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
+    """Load and validate an HPO config from a YAML path or an already-read mapping."""
+    if isinstance(source, HpoConfig):
+        return source
+    file = Path("<hpo_config>") if isinstance(source, Mapping) else Path(source)
+    raw = dict(source) if isinstance(source, Mapping) else load_yaml(file)
+    space = _search_space(file, raw.pop("search_space", None))
+    cfg = _build(HpoConfig, raw, file, source=file, search_space=space)
+    _check_storage_path(file, cfg.checkpoint.storage_path)
+    if cfg.study_name is not None and not cfg.study_name.strip():
+        raise _fail(file, "study_name", cfg.study_name, "is empty", "remove it or name the study")
+    from .paths import check_backbone_slug
+
+    try:
+        check_backbone_slug(cfg.backbone)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: key 'backbone': {exc}") from None
+    return cfg
+
+
+def load_train_config(source: Path | str | Mapping[str, Any]) -> TrainConfig:
+    if isinstance(source, TrainConfig):
+        return source
+    file = Path("<train_config>") if isinstance(source, Mapping) else Path(source)
+    raw = dict(source) if isinstance(source, Mapping) else load_yaml(file)
+    cfg = _build(TrainConfig, raw, file, source=file)
+    if cfg.stride >= cfg.max_length // 2:
+        raise _fail(file, "stride", cfg.stride, f"must be below half of max_length "
+                    f"({cfg.max_length})", "lower stride (overlap between windows), e.g. 32")
+    return cfg
+
+
+def load_data_config(source: Path | str | Mapping[str, Any]) -> DataConfig:
+    if isinstance(source, DataConfig):
+        return source
+    file = Path("<data_config>") if isinstance(source, Mapping) else Path(source)
+    raw = dict(source) if isinstance(source, Mapping) else load_yaml(file)
+    cfg = _build(DataConfig, raw, file, source=file)
+    if not cfg.entity_types:
+        raise _fail(file, "entity_types", list(cfg.entity_types), "is empty",
+                    "list the canonical entity types, e.g. [NAME, EMAIL, SKILL]")
+    bad = sorted({v for v in cfg.label_map.values() if v not in cfg.entity_types})
+    if bad:
+        raise _fail(file, "label_map", bad, "maps onto types missing from entity_types",
+                    f"map onto one of {', '.join(cfg.entity_types)}")
+    lowered = {k.lower(): v for k, v in cfg.label_map.items()}
+    return dataclasses.replace(cfg, label_map={**lowered, **cfg.label_map})

@@ -1,0 +1,65 @@
+"""The exceptions raised by hpo_helpers.
+
+Every error a user can cause derives from :class:`HpoHelpersError`, so a notebook or the CLI can
+catch one type and print its message; the message alone says what, where and how to fix it::
+
+    HpoHelpersError
+    ├── ConfigError        a YAML file, key or value is wrong (names file, key, value, fix)
+    ├── DataError          a dataset file cannot be read (names file and line)
+    ├── BackboneError      a backbone cannot be loaded (names the offline alternatives)
+    ├── StudyError         the study cannot be opened or resumed as asked
+    │   ├── StudyLockedError      another live process runs this study
+    │   └── FingerprintMismatchError  search space / objective / dataset changed
+    ├── CheckpointError    a trial checkpoint is unusable
+    └── SweepFailedError   too many trials failed in a row; the sweep stopped
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackboneError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "FingerprintMismatchError",
+    "HpoHelpersError",
+    "StudyError",
+    "StudyLockedError",
+    "SweepFailedError",
+]
+
+
+class HpoHelpersError(Exception):
+    """Base of every error that hpo_helpers raises on purpose."""
+
+
+class ConfigError(HpoHelpersError):
+    """A configuration file, key or value is invalid."""
+
+
+class DataError(HpoHelpersError):
+    """A dataset file cannot be parsed or holds no usable documents."""
+
+
+class BackboneError(HpoHelpersError):
+    """A backbone model or tokenizer cannot be loaded."""
+
+
+class StudyError(HpoHelpersError):
+    """The Optuna study cannot be opened or resumed."""
+
+
+class StudyLockedError(StudyError):
+    """Another live process holds the lock of this single-machine study."""
+
+
+class FingerprintMismatchError(StudyError):
+    """The study was created for another search space, objective or dataset."""
+
+
+class CheckpointError(HpoHelpersError):
+    """A trial checkpoint is missing pieces or does not belong to the trial."""
+
+
+class SweepFailedError(HpoHelpersError):
+    """The sweep stopped because too many trials failed."""

@@ -1,0 +1,509 @@
+"""The sweep: the loop that runs trials until ``max_trials`` are COMPLETE, resumably.
+
+Only COMPLETE trials count toward ``max_trials``. Each trial trains with epoch checkpoints in
+``trials/<study>/trial_<root>`` where ``root`` is the number of the first attempt of a retry
+chain, so a retry continues where the interrupted attempt stopped. After every trial the study
+database is snapshotted to the durable folder (when that differs from the working folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import shutil
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backbones import Backbone, load_backbone
+from .config import (
+    DataConfig,
+    HpoConfig,
+    TrainConfig,
+    load_data_config,
+    load_hpo_config,
+    load_train_config,
+)
+from .data import Dataset, Document, load_dataset
+from .encoding import Window, encode_documents
+from .errors import CheckpointError, ConfigError, SweepFailedError
+from .paths import StudyPaths, resolve
+from .runtime import Runtime, detect
+from .snapshot import snapshot
+from .study import OpenedStudy, count_states, fingerprint, open_study
+from .train import BEST_MODEL_DIR, FitResult, fit
+
+__all__ = ["SweepOutcome", "load_configs", "run_local_hpo_sweep", "run_sweep"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOutcome:
+    """What a call of the sweep did; ``study`` is the (possibly resumed) Optuna study."""
+
+    study: Any
+    study_name: str
+    paths: StudyPaths | None
+    resumed: bool
+    trials_run: int = 0
+    interrupted: bool = False
+    stop_reason: str = ""
+    recovered: list[int] = field(default_factory=list)
+
+    @property
+    def checkpoint_path(self) -> str | None:
+        return str(self.paths.durable_db) if self.paths else None
+
+
+@dataclass(frozen=True)
+class Configs:
+    hpo: HpoConfig
+    train: TrainConfig
+    data: DataConfig
+    config_dir: Path
+
+
+def _resolve_file(value: Any, config_dir: Path) -> Any:
+    if isinstance(value, (str, Path)):
+        p = Path(value)
+        if not p.is_absolute() and not p.exists() and (config_dir / p).exists():
+            return config_dir / p
+        return p
+    return value
+
+
+def load_configs(config_dir: Path | str, hpo_config: Any, train_config: Any = None,
+                 data_config: Any = None) -> Configs:
+    """Read the HPO, train and data configs (paths are tried as given, then under config_dir)."""
+    cdir = Path(config_dir)
+    hpo = load_hpo_config(_resolve_file(hpo_config, cdir))
+    train = load_train_config(_resolve_file(train_config or hpo.train_config, cdir))
+    data = load_data_config(_resolve_file(data_config or hpo.data_config, cdir))
+    return Configs(hpo, train, data, cdir)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM (the Jupyter stop button sends SIGINT) ask the sweep to stop safely.
+
+    The first signal sets a flag: the running trial checkpoints at its next step and the sweep
+    records it as interrupted. A second SIGINT raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name = ""
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+        logger.warning("%s received: saving a checkpoint at the next step, then stopping "
+                       "(press the stop button / Ctrl-C again to abort without saving)",
+                       self.signal_name)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _suggest(trial: Any, hpo: HpoConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for p in hpo.search_space:
+        if p.type == "fixed":
+            params[p.name] = p.value
+        elif p.type == "loguniform":
+            params[p.name] = trial.suggest_float(p.name, p.low, p.high, log=True)
+        elif p.type == "uniform":
+            params[p.name] = trial.suggest_float(p.name, p.low, p.high)
+        elif p.type == "int":
+            params[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high))
+        else:
+            params[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+    return params
+
+
+def _sampler_and_pruner(hpo: HpoConfig) -> tuple[Any, Any]:
+    import optuna
+
+    if hpo.sampler.type == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=hpo.sampler.seed,
+                                             n_startup_trials=hpo.sampler.n_startup_trials)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=hpo.sampler.seed)
+    if hpo.pruner.type == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=hpo.pruner.n_startup_trials,
+                                             n_warmup_steps=hpo.pruner.n_warmup_steps)
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return sampler, pruner
+
+
+@dataclass
+class _Prepared:
+    dataset: Dataset
+    backbone: Backbone
+    folds: list[tuple[list[Window], list[Document], list[Window]]]
+
+
+def _prepare(cfg: Configs, dataset: Dataset, backbone: Backbone, seed: int) -> _Prepared:
+    """Encode windows once per sweep: one (train, eval docs, eval windows) per fold."""
+    label2id = {lab: i for i, lab in enumerate(dataset.labels)}
+
+    def enc(docs: list[Document]) -> list[Window]:
+        return encode_documents(docs, backbone.tokenizer, label2id,
+                                max_length=cfg.train.max_length, stride=cfg.train.stride)
+
+    k = cfg.hpo.k_folds
+    if not k:
+        return _Prepared(dataset, backbone, [(enc(list(dataset.train)), list(dataset.validation),
+                                              enc(list(dataset.validation)))])
+    docs = list(dataset.train) + list(dataset.validation)
+    if len(docs) < k:
+        raise ConfigError(f"{cfg.hpo.source}: key 'k_folds' = {k} exceeds the {len(docs)} "
+                          "documents. Fix: lower k_folds.")
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    folds = []
+    for f in range(k):
+        held = set(order[f::k])
+        train = [d for i, d in enumerate(docs) if i not in held]
+        val = [d for i, d in enumerate(docs) if i in held]
+        folds.append((enc(train), val, enc(val)))
+    return _Prepared(dataset, backbone, folds)
+
+
+def _estimate_trial_seconds(study: Any) -> float | None:
+    from optuna.trial import TrialState
+
+    durations = [t.duration.total_seconds() for t in
+                 study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if t.duration is not None]
+    return statistics.mean(durations[-5:]) if durations else None
+
+
+def _keep_top_k(study: Any, models_dir: Path, k: int, trial_number: int, best_src: Path) -> None:
+    """Keep best models of the top-k COMPLETE trials under ``models_dir``; drop the rest."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranked = sorted(done, key=lambda t: (-(t.value if t.value is not None else -math.inf),
+                                         t.number))
+    keep = {t.number for t in ranked[:k]}
+    if trial_number in keep and best_src.is_dir():
+        models_dir.mkdir(parents=True, exist_ok=True)
+        target = models_dir / f"trial_{trial_number}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(best_src), str(target))
+        logger.info("Best model of trial %d kept: %s", trial_number, target)
+    if models_dir.is_dir():
+        for child in models_dir.iterdir():
+            if child.name.startswith("trial_") and int(child.name[6:]) not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def _snapshot(paths: StudyPaths | None) -> None:
+    if paths is None or not paths.snapshots_needed:
+        return
+    try:
+        snapshot(paths.working_db, paths.durable_db)
+    except Exception as exc:  # noqa: BLE001 - a failed copy must not stop the search
+        logger.warning("Could not snapshot the study to %s (%s); the next trial retries it",
+                       paths.durable_db, exc)
+
+
+def _progress(total: int, initial: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=None, leave=False,
+                dynamic_ncols=True)
+
+
+def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs,
+               ckpt_dir: Path | None, seed: int, stop: _StopRequest) -> tuple[float, FitResult]:
+    """Train every fold of one trial; returns the objective and the last fold's result."""
+    import optuna
+
+    epochs = int(params["epochs"])
+    fold_scores: list[float] = []
+    result = FitResult(best_f1=-1.0)
+    step_bar = _progress(0, 0, f"trial {trial.number}")
+    try:
+        for f, (train_w, eval_docs, eval_w) in enumerate(prep.folds):
+            fold_dir = None if ckpt_dir is None else (
+                ckpt_dir if len(prep.folds) == 1 else ckpt_dir / f"fold_{f}")
+            done_file = None if fold_dir is None else fold_dir / "fold_result.json"
+            if done_file is not None and done_file.is_file():
+                fold_scores.append(json.loads(done_file.read_text())["best_f1"])
+                continue
+
+            def on_epoch(epoch: int, metrics: dict[str, Any], f: int = f) -> None:
+                step = f * epochs + epoch
+                trial.report(float(metrics["f1"]), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"validation F1 {metrics['f1']:.4f} at epoch "
+                                             f"{epoch + 1} is below the median")
+
+            def on_step(done: int, total: int) -> None:
+                if step_bar.total != total:
+                    step_bar.total = total
+                step_bar.n = done
+                step_bar.refresh()
+
+            for attempt in range(2):
+                try:
+                    result = fit(backbone=prep.backbone, labels=prep.dataset.labels,
+                                 train_windows=train_w, eval_docs=eval_docs, eval_windows=eval_w,
+                                 params=params, cfg=cfg.train, seed=seed + f,
+                                 checkpoint_dir=fold_dir, on_epoch=on_epoch,
+                                 should_stop=stop.is_set, on_step=on_step)
+                    break
+                except CheckpointError as exc:
+                    if attempt:
+                        raise
+                    logger.error("%s The trial starts over from epoch 0.", exc)
+            if result.resumed_from_epoch is not None and f == 0:
+                trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
+                trial.set_user_attr("resumed_from_step", result.resumed_from_step)
+            if result.interrupted:
+                return math.nan, result
+            fold_scores.append(result.best_f1)
+            if done_file is not None and len(prep.folds) > 1:
+                done_file.write_text(json.dumps({"best_f1": result.best_f1}))
+    finally:
+        step_bar.close()
+    best = max(result.history, key=lambda h: h["f1"]) if result.history else None
+    if best is not None:
+        trial.set_user_attr("best_epoch", int(best["epoch"]) + 1)
+        trial.set_user_attr("val_per_entity_f1", best["per_entity"])
+        trial.set_user_attr("val_precision", best["precision"])
+        trial.set_user_attr("val_recall", best["recall"])
+    if len(fold_scores) > 1:
+        trial.set_user_attr("fold_f1", fold_scores)
+    return float(statistics.mean(fold_scores)), result
+
+
+def _requeue(study: Any, trial: Any, params: dict[str, Any]) -> None:
+    root = int(trial.user_attrs.get("retry_root", trial.number))
+    study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retry_root": root,
+                                            "attempt": int(trial.user_attrs.get("attempt", 1))
+                                            + 1})
+
+
+def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path | str | None = None,
+              output_dir: Path | str | None = None, runtime: Runtime | None = None,
+              stop: _StopRequest | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep described by ``cfg``; see the module docstring."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    hpo = cfg.hpo
+    backbone_name = backbone or hpo.backbone
+    runtime = runtime or detect()
+    data_path = Path(dataset_path) if dataset_path is not None else None
+    if data_path is None:
+        if cfg.data.path is None:
+            raise ConfigError(f"{cfg.data.source}: key 'path' is not set and no dataset was "
+                              "given. Fix: set path or pass --dataset.")
+        data_path = Path(cfg.data.path)
+        if not data_path.is_absolute():
+            data_path = cfg.config_dir.absolute().parent / data_path
+    dataset = load_dataset(data_path, cfg.data)
+    paths = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
+                    output_dir=output_dir) if hpo.checkpoint.enabled else None
+    if paths is not None:
+        cache = paths.working_dir / ".backbones" / f"{backbone_name}-{dataset.fingerprint}"
+    else:
+        import tempfile
+
+        cache = Path(tempfile.mkdtemp(prefix="hpo-tiny-"))
+    bb = load_backbone(backbone_name, cfg.config_dir,
+                       texts=[" ".join(d.words) for d in dataset.train], cache_dir=cache)
+    prep = _prepare(cfg, dataset, bb, cfg.train.seed)
+    sampler, pruner = _sampler_and_pruner(hpo)
+    opened: OpenedStudy = open_study(
+        hpo=hpo, backbone=backbone_name, paths=paths,
+        fingerprint_parts=fingerprint(hpo, dataset.fingerprint), sampler=sampler, pruner=pruner)
+    study = opened.study
+    outcome = SweepOutcome(study, opened.study_name, paths, opened.resumed,
+                           recovered=opened.recovered)
+    stop = stop or _StopRequest()
+    session_start = time.monotonic()
+    failures_in_a_row = 0
+    last_error = ""
+    try:
+        if paths is not None:
+            study.set_user_attr("sessions", int(study.user_attrs.get("sessions", 0)) + 1)
+        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
+        with stop.installed(), contextlib.closing(trial_bar):
+            while True:
+                n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                if n_complete >= hpo.max_trials:
+                    outcome.stop_reason = (
+                        f"All trials already completed ({n_complete}/{hpo.max_trials})"
+                        if outcome.trials_run == 0 else
+                        f"Sweep complete: {n_complete}/{hpo.max_trials} trials COMPLETE")
+                    logger.info("%s", outcome.stop_reason)
+                    break
+                if stop.is_set():
+                    outcome.interrupted = True
+                    break
+                if hpo.timeout_minutes is not None:
+                    elapsed = time.monotonic() - session_start
+                    estimate = _estimate_trial_seconds(study) or 0.0
+                    budget = hpo.timeout_minutes * 60
+                    if elapsed + estimate > budget:
+                        outcome.stop_reason = (
+                            f"Time budget: {elapsed / 60:.1f} of {hpo.timeout_minutes} min used; "
+                            f"a trial takes about {estimate / 60:.1f} min, so none more starts "
+                            f"({n_complete}/{hpo.max_trials} COMPLETE). Re-run to continue.")
+                        logger.warning("%s", outcome.stop_reason)
+                        break
+                trial = study.ask()
+                params = _suggest(trial, hpo)
+                root = int(trial.user_attrs.get("retry_root", trial.number))
+                ckpt_dir = paths.trials_dir(opened.study_name) / f"trial_{root}" if paths else None
+                seed = cfg.train.seed + root
+                logger.info("Trial %d started%s: %s", trial.number,
+                            f" (retry of trial {trial.user_attrs['retry_of']})"
+                            if "retry_of" in trial.user_attrs else "",
+                            json.dumps(params, sort_keys=True))
+                outcome.trials_run += 1
+                try:
+                    value, result = _run_trial(trial, params, prep, cfg, ckpt_dir, seed, stop)
+                except optuna.TrialPruned as exc:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    logger.info("Trial %d pruned: %s", trial.number, exc)
+                    failures_in_a_row = 0
+                    if ckpt_dir is not None:
+                        shutil.rmtree(ckpt_dir, ignore_errors=True)
+                except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
+                    last_error = f"{type(exc).__name__}: {exc}"
+                    trial.set_user_attr("error", last_error[:1000])
+                    study.tell(trial, state=TrialState.FAIL)
+                    failures_in_a_row += 1
+                    logger.exception("Trial %d failed (%d in a row)", trial.number,
+                                     failures_in_a_row)
+                    if failures_in_a_row >= hpo.max_failed_trials:
+                        _snapshot(paths)
+                        raise SweepFailedError(
+                            f"{failures_in_a_row} trials failed in a row (max_failed_trials = "
+                            f"{hpo.max_failed_trials}); last error: {last_error}. Finished "
+                            "trials are kept. Fix the cause, then re-run to continue.") from exc
+                else:
+                    if result.interrupted:
+                        trial.set_user_attr("interrupted", True)
+                        study.tell(trial, state=TrialState.FAIL)
+                        _requeue(study, trial, params)
+                        outcome.interrupted = True
+                        logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s "
+                                       "and the trial re-queued", trial.number,
+                                       result.global_step, ckpt_dir)
+                        break
+                    failures_in_a_row = 0
+                    study.tell(trial, value)
+                    trial_bar.update(1)
+                    logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number,
+                                value, study.best_value)
+                    if ckpt_dir is not None and paths is not None:
+                        _keep_top_k(study, paths.models_dir(opened.study_name), hpo.keep_top_k,
+                                    trial.number, ckpt_dir / BEST_MODEL_DIR)
+                        shutil.rmtree(ckpt_dir, ignore_errors=True)
+                _snapshot(paths)
+        if outcome.interrupted:
+            outcome.stop_reason = (
+                f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "
+                "run the same command or cell again")
+            logger.warning("%s", outcome.stop_reason)
+    finally:
+        _snapshot(paths)
+        opened.close()
+    return outcome
+
+
+def run_local_hpo_sweep(dataset_path: Path | str | None, config_dir: Path | str,
+                        backbone: str | None, hpo_config: Any, train_config: Any = None,
+                        output_dir: Path | str | None = None,
+                        mlflow_experiment_name: str | None = None, *, data_config: Any = None,
+                        max_trials: int | None = None) -> Any:
+    """Run or resume an HPO sweep and return the Optuna study (the seed's signature).
+
+    ``hpo_config``/``train_config``/``data_config`` may be paths (absolute, relative to the
+    current folder, or relative to ``config_dir``), mappings or loaded config objects.
+    ``mlflow_experiment_name`` is accepted for compatibility; tracking arrives with the tracking
+    work and is a no-op here.
+    """
+    cfg = load_configs(config_dir, hpo_config, train_config, data_config)
+    if max_trials is not None:
+        cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, max_trials=max_trials))
+    if mlflow_experiment_name:
+        logger.info("MLflow tracking is not wired in yet; experiment %r is ignored",
+                    mlflow_experiment_name)
+    return run_sweep(cfg, backbone=backbone, dataset_path=dataset_path,
+                     output_dir=output_dir).study
+
+
+def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | None = None,
+           runtime: Runtime | None = None) -> dict[str, Any]:
+    """Where a study stands, read without taking its lock (safe while a sweep runs)."""
+    import optuna
+
+    from .study import sqlite_storage
+
+    hpo = cfg.hpo
+    name_bb = backbone or hpo.backbone
+    study_name = hpo.study_name or f"hpo_{name_bb}"
+    out: dict[str, Any] = {"study_name": study_name, "backbone": name_bb,
+                           "checkpoint_enabled": hpo.checkpoint.enabled,
+                           "checkpoint_path": None, "exists": False, "max_trials": hpo.max_trials,
+                           "n_trials": 0, "n_complete": 0, "n_running": 0, "n_failed": 0,
+                           "n_pruned": 0, "n_waiting": 0, "n_interrupted": 0,
+                           "best_value": None, "best_params": None, "best_trial": None}
+    if not hpo.checkpoint.enabled:
+        return out
+    paths = resolve(runtime or detect(), backbone=name_bb,
+                    storage_path=hpo.checkpoint.storage_path, output_dir=output_dir)
+    out["checkpoint_path"] = str(paths.durable_db)
+    db = paths.working_db if paths.working_db.exists() else paths.durable_db
+    if not db.exists():
+        return out
+    storage = sqlite_storage(db)
+    if study_name not in optuna.get_all_study_names(storage):
+        return out
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    counts = count_states(study)
+    trials = study.get_trials(deepcopy=False)
+    out.update(exists=True, n_trials=len(trials), n_complete=counts["COMPLETE"],
+               n_running=counts["RUNNING"], n_failed=counts["FAIL"], n_pruned=counts["PRUNED"],
+               n_waiting=counts["WAITING"],
+               n_interrupted=sum(bool(t.user_attrs.get("interrupted")) for t in trials))
+    if counts["COMPLETE"]:
+        best = study.best_trial
+        out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
+    return out

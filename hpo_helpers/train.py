@@ -197,6 +197,7 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     result = FitResult(best_f1=-1.0)
     start_epoch, start_step = 0, 0
+    loss_sum, loss_n = 0.0, 0  # running train loss of the current epoch
     torch.manual_seed(seed + 1)  # dropout stream of a fresh trial
     ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     if ckpt is not None:
@@ -214,6 +215,7 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         result.history = list(state["history"])
         result.best_f1 = float(state["best_f1"])
         result.global_step = int(state["global_step"])
+        loss_sum, loss_n = float(state["epoch_loss_sum"]), int(state["epoch_loss_n"])
         result.resumed_from_epoch, result.resumed_from_step = start_epoch, result.global_step
         logger.info("Checkpoint restored: %s (epoch %d, step %d of %d)", ckpt, start_epoch,
                     result.global_step, total)
@@ -231,13 +233,16 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
                             "scheduler": scheduler.state_dict(), "rng": _rng_state()},
             state={"epoch": epoch, "step_in_epoch": step_in_epoch,
                    "global_step": result.global_step, "history": result.history,
-                   "best_f1": result.best_f1, "params": params, "saved_at": time.time()},
+                   "best_f1": result.best_f1, "params": params, "saved_at": time.time(),
+                   "epoch_loss_sum": loss_sum if step_in_epoch else 0.0,
+                   "epoch_loss_n": loss_n if step_in_epoch else 0},
         )
 
     for epoch in range(start_epoch, epochs):
         plan = _batch_plan(train_windows, batch_size, seed, epoch, cfg.length_bucketing)
         skip = start_step if epoch == start_epoch else 0
-        loss_sum, loss_n = 0.0, 0
+        if not skip:
+            loss_sum, loss_n = 0.0, 0
         for step_in_epoch in range(skip, len(plan)):
             batch = _collate([train_windows[i] for i in plan[step_in_epoch]], pad_id,
                              cfg.pad_to_multiple_of, device)

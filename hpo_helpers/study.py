@@ -37,6 +37,7 @@ __all__ = [
     "fingerprint",
     "open_study",
     "recover_interrupted",
+    "requeue",
     "sqlite_storage",
 ]
 
@@ -131,6 +132,18 @@ def count_states(study: Any) -> dict[str, int]:
     return counts
 
 
+def requeue(study: Any, trial: Any) -> None:
+    """Queue a retry of an interrupted ``trial`` with the same params.
+
+    ``retry_of`` names the attempt it continues; ``retry_root`` the first attempt of the chain,
+    whose checkpoint folder every attempt shares.
+    """
+    root = int(trial.user_attrs.get("retry_root", trial.number))
+    study.enqueue_trial(dict(trial.params),
+                        user_attrs={"retry_of": trial.number, "retry_root": root,
+                                    "attempt": int(trial.user_attrs.get("attempt", 1)) + 1})
+
+
 def recover_interrupted(study: Any) -> list[int]:
     """Mark RUNNING trials FAIL/``interrupted`` and queue a retry of each with the same params.
 
@@ -148,12 +161,7 @@ def recover_interrupted(study: Any) -> list[int]:
             logger.info("Trial %d was interrupted before it sampled params; not re-queued",
                         t.number)
             continue
-        root = int(t.user_attrs.get("retry_root", t.number))
-        study.enqueue_trial(
-            dict(t.params),
-            user_attrs={"retry_of": t.number, "retry_root": root,
-                        "attempt": int(t.user_attrs.get("attempt", 1)) + 1},
-        )
+        requeue(study, t)
         logger.info("Trial %d was left RUNNING by a dead session: marked FAIL (interrupted) and "
                     "re-queued with the same params; it resumes from its last checkpoint",
                     t.number)

@@ -39,7 +39,7 @@ from .errors import CheckpointError, ConfigError, SweepFailedError
 from .paths import StudyPaths, resolve
 from .runtime import Runtime, detect
 from .snapshot import snapshot
-from .study import OpenedStudy, count_states, fingerprint, open_study
+from .study import OpenedStudy, count_states, fingerprint, open_study, requeue
 from .train import BEST_MODEL_DIR, FitResult, fit
 
 __all__ = ["SweepOutcome", "load_configs", "run_local_hpo_sweep", "run_sweep"]
@@ -307,13 +307,6 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
     return float(statistics.mean(fold_scores)), result
 
 
-def _requeue(study: Any, trial: Any, params: dict[str, Any]) -> None:
-    root = int(trial.user_attrs.get("retry_root", trial.number))
-    study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retry_root": root,
-                                            "attempt": int(trial.user_attrs.get("attempt", 1))
-                                            + 1})
-
-
 def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path | str | None = None,
               output_dir: Path | str | None = None, runtime: Runtime | None = None,
               stop: _StopRequest | None = None) -> SweepOutcome:
@@ -420,7 +413,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     if result.interrupted:
                         trial.set_user_attr("interrupted", True)
                         study.tell(trial, state=TrialState.FAIL)
-                        _requeue(study, trial, params)
+                        requeue(study, trial)
                         outcome.interrupted = True
                         logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s "
                                        "and the trial re-queued", trial.number,

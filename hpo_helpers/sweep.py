@@ -236,6 +236,17 @@ def _snapshot(paths: StudyPaths | None) -> None:
                        paths.durable_db, exc)
 
 
+def _free_memory() -> None:
+    """Release the finished trial's model and optimizer before the next trial builds its own."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _progress(total: int, initial: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -403,6 +414,8 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     failures_in_a_row += 1
                     logger.exception("Trial %d failed (%d in a row)", trial.number,
                                      failures_in_a_row)
+                    if ckpt_dir is not None:  # a failed trial is not retried: free its disk
+                        shutil.rmtree(ckpt_dir, ignore_errors=True)
                     if failures_in_a_row >= hpo.max_failed_trials:
                         _snapshot(paths)
                         raise SweepFailedError(
@@ -428,6 +441,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                         _keep_top_k(study, paths.models_dir(opened.study_name), hpo.keep_top_k,
                                     trial.number, ckpt_dir / BEST_MODEL_DIR)
                         shutil.rmtree(ckpt_dir, ignore_errors=True)
+                _free_memory()
                 _snapshot(paths)
         if outcome.interrupted:
             outcome.stop_reason = (

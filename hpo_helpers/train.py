@@ -291,9 +291,9 @@ def _save_best(model: Any, backbone: Backbone, target: Path, metrics: dict[str, 
     import json
     import os
 
+    for leftover in target.parent.glob(target.name + ".tmp-*"):  # a killed earlier write
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     backbone.tokenizer.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -13,11 +13,11 @@ import logging
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .snapshot import set_aside
 
 __all__ = [
     "MARKER",
@@ -50,18 +50,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def set_aside(path: Path, why: str) -> Path:
-    """Rename a bad file or folder to ``<name>.<why>-<time>`` beside it; never delete it."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.{why}-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
-        n += 1
-    os.replace(path, target)
-    return target
 
 
 def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_state: dict,

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--dataset", help="dataset file or folder (default: data config path)")
     run.add_argument("--max-trials", type=int, help="COMPLETE trials to reach (overrides config)")
+    run.add_argument("--mlflow-experiment", help="track the sweep in this MLflow experiment")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: config/mlflow.yaml, "
+                     "else a local SQLite store per runtime)")
     st = sub.add_parser("status", help="where a study stands (safe while a sweep runs)")
     _common(st)
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -73,8 +76,14 @@ def _run(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     cfg = _load(args)
+    tracking = None
+    if args.mlflow_experiment:
+        from .mlflow_setup import setup_mlflow_from_config
+
+        tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
+                                            tracking_uri=args.tracking_uri)
     outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
-                        output_dir=args.output_dir)
+                        output_dir=args.output_dir, tracking=tracking)
     study = outcome.study
     from .study import count_states
 

@@ -16,14 +16,17 @@ from pathlib import Path
 from .errors import ConfigError
 from .runtime import AZUREML, COLAB, KAGGLE, Runtime
 
-__all__ = ["StudyPaths", "check_backbone_slug", "resolve"]
+__all__ = ["StudyPaths", "check_backbone_slug", "mlflow_db_paths", "resolve"]
 
 logger = logging.getLogger(__name__)
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DRIVE_DIR = ("content", "drive", "MyDrive", "resume-ner-checkpoints", "hpo")
-COLAB_LOCAL_DIR = ("content", "resume-ner", "outputs", "hpo")
-KAGGLE_DIR = ("kaggle", "working", "resume-ner", "outputs", "hpo")
+DRIVE_ROOT = ("content", "drive", "MyDrive", "resume-ner-checkpoints")
+COLAB_LOCAL_ROOT = ("content", "resume-ner")
+KAGGLE_ROOT = ("kaggle", "working", "resume-ner")
+DRIVE_DIR = (*DRIVE_ROOT, "hpo")
+COLAB_LOCAL_DIR = (*COLAB_LOCAL_ROOT, "outputs", "hpo")
+KAGGLE_DIR = (*KAGGLE_ROOT, "outputs", "hpo")
 
 
 @dataclass(frozen=True)
@@ -124,3 +127,24 @@ def resolve(
         working_db=working_root / relative,
         session_only=session_only,
     )
+
+
+def mlflow_db_paths(runtime: Runtime, *, cwd: Path | str | None = None) -> tuple[Path, Path]:
+    """``(working, durable)`` paths of the local MLflow SQLite store for ``runtime``.
+
+    Local and Azure ML: ``./mlruns/mlflow.db``; Kaggle: ``/kaggle/working/resume-ner/mlruns``;
+    Colab: live copy on local disk, durable copy on Drive when it is mounted. MLflow's database
+    is always its own file, never the study's.
+    """
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    root = runtime.root
+    if runtime.kind == COLAB:
+        working = root.joinpath(*COLAB_LOCAL_ROOT, "mlruns", "mlflow.db")
+        durable = root.joinpath(*DRIVE_ROOT, "mlruns", "mlflow.db") if runtime.drive_mounted \
+            else working
+        return working, durable
+    if runtime.kind == KAGGLE:
+        db = root.joinpath(*KAGGLE_ROOT, "mlruns", "mlflow.db")
+        return db, db
+    db = base / "mlruns" / "mlflow.db"
+    return db, db

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Runtime", "detect"]
+__all__ = ["Runtime", "detect", "environ"]
 
 LOCAL = "local"
 COLAB = "colab"
@@ -40,6 +40,11 @@ class Runtime:
     @property
     def is_kaggle(self) -> bool:
         return self.kind == KAGGLE
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment; the one place other modules get it from (STYLE 4)."""
+    return os.environ
 
 
 def _colab_importable() -> bool:

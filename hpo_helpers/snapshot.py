@@ -10,9 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
-__all__ = ["check_database", "enable_wal", "snapshot", "restore"]
+__all__ = [
+    "check_database",
+    "enable_wal",
+    "restore",
+    "restore_if_newer",
+    "set_aside",
+    "snapshot",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +92,30 @@ def restore(source: Path, target: Path) -> None:
         Path(str(target) + suffix).unlink(missing_ok=True)
     snapshot(source, target)
     logger.info("Restored the study from the durable copy %s to %s", source, target)
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a bad file or folder to ``<name>.<why>-<time>`` beside it; never delete it."""
+    target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+def restore_if_newer(working: Path, durable: Path) -> None:
+    """Before opening ``working``: use the durable copy when the local one is missing or older.
+
+    A damaged durable copy is renamed aside (never deleted) and the local copy is kept.
+    """
+    if durable == working or not durable.exists():
+        return
+    problem = check_database(durable)
+    if problem:
+        moved = set_aside(durable, "corrupt")
+        logger.error("Durable copy %s is damaged (%s): renamed to %s", durable, problem, moved)
+        return
+    if not working.exists() or working.stat().st_mtime < durable.stat().st_mtime:
+        restore(durable, working)

@@ -28,7 +28,7 @@ from .checkpoints import set_aside
 from .config import HpoConfig
 from .errors import FingerprintMismatchError, StudyLockedError
 from .paths import StudyPaths
-from .snapshot import BUSY_TIMEOUT_S, check_database, enable_wal, restore
+from .snapshot import BUSY_TIMEOUT_S, check_database, enable_wal, restore, restore_if_newer
 
 __all__ = [
     "OpenedStudy",
@@ -171,14 +171,7 @@ def recover_interrupted(study: Any) -> list[int]:
 def _prepare_database(paths: StudyPaths) -> None:
     """Bring a healthy database to ``paths.working_db`` (restore, set aside corrupt copies)."""
     working, durable = paths.working_db, paths.durable_db
-    if paths.snapshots_needed and durable.exists():
-        durable_problem = check_database(durable)
-        if durable_problem:
-            moved = set_aside(durable, "corrupt")
-            logger.error("Durable study copy %s is damaged (%s): renamed to %s", durable,
-                         durable_problem, moved)
-        elif not working.exists() or working.stat().st_mtime < durable.stat().st_mtime:
-            restore(durable, working)
+    restore_if_newer(working, durable)
     if working.exists():
         problem = check_database(working)
         if problem:

@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,8 +39,10 @@ from .encoding import Window, encode_documents
 from .errors import CheckpointError, ConfigError, SweepFailedError
 from .paths import StudyPaths, resolve
 from .runtime import Runtime, detect
+from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .snapshot import snapshot
 from .study import OpenedStudy, count_states, fingerprint, open_study, requeue
+from .tracking import SweepTracker
 from .train import BEST_MODEL_DIR, FitResult, fit
 
 __all__ = ["SweepOutcome", "load_configs", "run_local_hpo_sweep", "run_sweep"]
@@ -226,14 +229,19 @@ def _keep_top_k(study: Any, models_dir: Path, k: int, trial_number: int, best_sr
                 shutil.rmtree(child, ignore_errors=True)
 
 
-def _snapshot(paths: StudyPaths | None) -> None:
-    if paths is None or not paths.snapshots_needed:
-        return
-    try:
-        snapshot(paths.working_db, paths.durable_db)
-    except Exception as exc:  # noqa: BLE001 - a failed copy must not stop the search
-        logger.warning("Could not snapshot the study to %s (%s); the next trial retries it",
-                       paths.durable_db, exc)
+def _snapshot(paths: StudyPaths | None, tracking: TrackingSetup | None = None) -> None:
+    """Copy the live SQLite files (study, MLflow) to the durable folder where they differ."""
+    pairs = []
+    if paths is not None and paths.snapshots_needed:
+        pairs.append((paths.working_db, paths.durable_db))
+    if tracking is not None and tracking.snapshots_needed:
+        pairs.append((tracking.local_db, tracking.durable_db))
+    for live, durable in pairs:
+        try:
+            snapshot(live, durable)
+        except Exception as exc:  # noqa: BLE001 - a failed copy must not stop the search
+            logger.warning("Could not snapshot %s to %s (%s); the next trial retries it", live,
+                           durable, exc)
 
 
 def _free_memory() -> None:
@@ -255,7 +263,8 @@ def _progress(total: int, initial: int, desc: str) -> Any:
 
 
 def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs,
-               ckpt_dir: Path | None, seed: int, stop: _StopRequest) -> tuple[float, FitResult]:
+               ckpt_dir: Path | None, seed: int, stop: _StopRequest,
+               tracker: SweepTracker) -> tuple[float, FitResult]:
     """Train every fold of one trial; returns the objective and the last fold's result."""
     import optuna
 
@@ -274,6 +283,7 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
 
             def on_epoch(epoch: int, metrics: dict[str, Any], f: int = f) -> None:
                 step = f * epochs + epoch
+                tracker.epoch(trial, step, metrics)
                 trial.report(float(metrics["f1"]), step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"validation F1 {metrics['f1']:.4f} at epoch "
@@ -320,7 +330,8 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
 
 def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path | str | None = None,
               output_dir: Path | str | None = None, runtime: Runtime | None = None,
-              stop: _StopRequest | None = None) -> SweepOutcome:
+              stop: _StopRequest | None = None,
+              tracking: TrackingSetup | None = None) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; see the module docstring."""
     import optuna
     from optuna.trial import TrialState
@@ -357,12 +368,17 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     outcome = SweepOutcome(study, opened.study_name, paths, opened.resumed,
                            recovered=opened.recovered)
     stop = stop or _StopRequest()
+    tracker = SweepTracker(tracking)
     session_start = time.monotonic()
     failures_in_a_row = 0
     last_error = ""
     try:
         if paths is not None:
             study.set_user_attr("sessions", int(study.user_attrs.get("sessions", 0)) + 1)
+        tracker.open(study, backbone=backbone_name, max_trials=hpo.max_trials,
+                     checkpoint_path=outcome.checkpoint_path, resumed=opened.resumed,
+                     runtime=runtime.kind, objective_metric=hpo.objective.metric,
+                     recovered=opened.recovered)
         n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
         with stop.installed(), contextlib.closing(trial_bar):
@@ -399,10 +415,13 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                             if "retry_of" in trial.user_attrs else "",
                             json.dumps(params, sort_keys=True))
                 outcome.trials_run += 1
+                tracker.trial_started(trial, params)
                 try:
-                    value, result = _run_trial(trial, params, prep, cfg, ckpt_dir, seed, stop)
+                    value, result = _run_trial(trial, params, prep, cfg, ckpt_dir, seed, stop,
+                                               tracker)
                 except optuna.TrialPruned as exc:
                     study.tell(trial, state=TrialState.PRUNED)
+                    tracker.trial_finished(study, trial, "PRUNED", None)
                     logger.info("Trial %d pruned: %s", trial.number, exc)
                     failures_in_a_row = 0
                     if ckpt_dir is not None:
@@ -411,13 +430,13 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     last_error = f"{type(exc).__name__}: {exc}"
                     trial.set_user_attr("error", last_error[:1000])
                     study.tell(trial, state=TrialState.FAIL)
+                    tracker.trial_finished(study, trial, "FAIL", None)
                     failures_in_a_row += 1
                     logger.exception("Trial %d failed (%d in a row)", trial.number,
                                      failures_in_a_row)
                     if ckpt_dir is not None:  # a failed trial is not retried: free its disk
                         shutil.rmtree(ckpt_dir, ignore_errors=True)
                     if failures_in_a_row >= hpo.max_failed_trials:
-                        _snapshot(paths)
                         raise SweepFailedError(
                             f"{failures_in_a_row} trials failed in a row (max_failed_trials = "
                             f"{hpo.max_failed_trials}); last error: {last_error}. Finished "
@@ -427,6 +446,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                         trial.set_user_attr("interrupted", True)
                         study.tell(trial, state=TrialState.FAIL)
                         requeue(study, trial)
+                        tracker.trial_finished(study, trial, "INTERRUPTED", None)
                         outcome.interrupted = True
                         logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s "
                                        "and the trial re-queued", trial.number,
@@ -434,6 +454,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                         break
                     failures_in_a_row = 0
                     study.tell(trial, value)
+                    tracker.trial_finished(study, trial, "COMPLETE", value)
                     trial_bar.update(1)
                     logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number,
                                 value, study.best_value)
@@ -442,14 +463,17 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                                     trial.number, ckpt_dir / BEST_MODEL_DIR)
                         shutil.rmtree(ckpt_dir, ignore_errors=True)
                 _free_memory()
-                _snapshot(paths)
+                _snapshot(paths, tracking)
         if outcome.interrupted:
             outcome.stop_reason = (
                 f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "
                 "run the same command or cell again")
             logger.warning("%s", outcome.stop_reason)
     finally:
-        _snapshot(paths)
+        failed = sys.exc_info()[0] is not None
+        tracker.close("KILLED" if outcome.interrupted or failed and isinstance(
+            sys.exc_info()[1], KeyboardInterrupt) else "FAILED" if failed else "FINISHED")
+        _snapshot(paths, tracking)
         opened.close()
     return outcome
 
@@ -463,17 +487,17 @@ def run_local_hpo_sweep(dataset_path: Path | str | None, config_dir: Path | str,
 
     ``hpo_config``/``train_config``/``data_config`` may be paths (absolute, relative to the
     current folder, or relative to ``config_dir``), mappings or loaded config objects.
-    ``mlflow_experiment_name`` is accepted for compatibility; tracking arrives with the tracking
-    work and is a no-op here.
+    ``mlflow_experiment_name`` turns on MLflow tracking through ``config/mlflow.yaml``
+    (:func:`~hpo_helpers.mlflow_setup.setup_mlflow_from_config`); tracking problems warn and
+    never stop the search.
     """
     cfg = load_configs(config_dir, hpo_config, train_config, data_config)
     if max_trials is not None:
         cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, max_trials=max_trials))
-    if mlflow_experiment_name:
-        logger.info("MLflow tracking is not wired in yet; experiment %r is ignored",
-                    mlflow_experiment_name)
-    return run_sweep(cfg, backbone=backbone, dataset_path=dataset_path,
-                     output_dir=output_dir).study
+    tracking = setup_mlflow_from_config(mlflow_experiment_name, config_dir) \
+        if mlflow_experiment_name else None
+    return run_sweep(cfg, backbone=backbone, dataset_path=dataset_path, output_dir=output_dir,
+                     tracking=tracking).study
 
 
 def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | None = None,

@@ -1,0 +1,200 @@
+"""MLflow runs of a sweep: one parent per study (reopened on resume), one child per trial.
+
+The parent run's id lives in the study's user attrs (``mlflow_parent_run_id``), so every
+session of a study logs into the same parent. Each trial's child run id lives in the trial's
+user attrs (``mlflow_run_id``); a trial left RUNNING by a dead process gets its child ended
+KILLED on the next start, and its retry gets a new child tagged with the original.
+
+Tracking never stops the search: the first failure logs one warning and turns tracking off for
+the rest of the session.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .mlflow_setup import TrackingSetup
+from .redaction import mask
+
+__all__ = ["SweepTracker"]
+
+logger = logging.getLogger(__name__)
+
+PARENT_ATTR = "mlflow_parent_run_id"
+CHILD_ATTR = "mlflow_run_id"
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: SweepTracker, *args: Any, **kwargs: Any) -> Any:
+        if not self.active:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop the search
+            self.active = False
+            logger.warning("MLflow tracking failed and is off for the rest of this session "
+                           "(%s); the search goes on. Fix: check the tracking store %s.",
+                           mask(f"{type(exc).__name__}: {exc}")[:300],
+                           mask(self.setup.tracking_uri if self.setup else "?"))
+            return None
+
+    return wrapper
+
+
+class SweepTracker:
+    """Logs a study's sweep to MLflow; every method is a no-op once tracking is off."""
+
+    def __init__(self, setup: TrackingSetup | None) -> None:
+        self.setup = setup
+        self.active = setup is not None
+        self.parent_id: str | None = None
+        self._client: Any = None
+        self.metric = "f1"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.setup.tracking_uri)
+        return self._client
+
+    def _find_run(self, run_id: str | None) -> Any:
+        if not run_id:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException:
+            return None
+
+    @_guarded
+    def open(self, study: Any, *, backbone: str, max_trials: int, checkpoint_path: str | None,
+             resumed: bool, runtime: str, objective_metric: str, recovered: list[int]) -> None:
+        """Create or reopen the parent run; end the children of trials a dead session left."""
+        from mlflow.entities import Param, RunTag
+
+        self.metric = objective_metric
+        existing = self._find_run(study.user_attrs.get(PARENT_ATTR))
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if existing is not None:
+            self.parent_id = existing.info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.setup.experiment_id,
+                run_name=f"hpo_{backbone}_{time.strftime('%Y%m%d_%H%M%S')}",
+                tags={"hpo.study_name": study.study_name, "hpo.kind": "sweep"},
+            )
+            self.parent_id = run.info.run_id
+            params = {
+                "backbone": backbone, "max_trials": max_trials,
+                "checkpoint_path": checkpoint_path or "None",
+                "checkpoint_enabled": str(checkpoint_path is not None).lower(),
+                "checkpoint_storage_type": "sqlite" if checkpoint_path else "None",
+                "study_name": study.study_name, "objective_metric": objective_metric,
+                "resumed_from_checkpoint": str(resumed).lower(),
+            }
+            self.client.log_batch(self.parent_id, params=[Param(k, mask(v)) for k, v in
+                                                          params.items()])
+            if checkpoint_path is not None:  # an in-memory study has nowhere to keep the id
+                study.set_user_attr(PARENT_ATTR, self.parent_id)
+        sessions = int(study.user_attrs.get("sessions", 1))
+        self.client.log_batch(self.parent_id, tags=[
+            RunTag("resumed_from_checkpoint", str(resumed).lower()),
+            RunTag("last_session_start", now),
+            RunTag("runtime", runtime),
+            RunTag("max_trials_now", str(max_trials)),
+        ])
+        self.client.log_metric(self.parent_id, "resume_count", max(0, sessions - 1),
+                               step=sessions)
+        for number in recovered:
+            trial = study.get_trials(deepcopy=False)[number]
+            child = self._find_run(trial.user_attrs.get(CHILD_ATTR))
+            if child is not None and child.info.status == "RUNNING":
+                self.client.set_tag(child.info.run_id, "trial_state", "FAIL")
+                self.client.set_tag(child.info.run_id, "interrupted", "true")
+                self.client.set_terminated(child.info.run_id, status="KILLED")
+        self.update_parent(study)
+        logger.info("MLflow parent run %s %s", self.parent_id,
+                    "reopened" if existing is not None else "created")
+
+    @_guarded
+    def trial_started(self, trial: Any, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        tags = {"mlflow.parentRunId": self.parent_id, "trial_number": str(trial.number),
+                "trial_state": "RUNNING", "worker": f"{socket.gethostname()}:{os.getpid()}"}
+        retry_of = trial.user_attrs.get("retry_of")
+        if retry_of is not None:
+            tags["retry_of_trial"] = str(retry_of)
+            original = trial.study.get_trials(deepcopy=False)[int(retry_of)] \
+                if hasattr(trial, "study") else None
+            if original is not None and original.user_attrs.get(CHILD_ATTR):
+                tags["retry_of_run"] = original.user_attrs[CHILD_ATTR]
+        run = self.client.create_run(self.setup.experiment_id, run_name=f"trial_{trial.number}",
+                                     tags=tags)
+        trial.set_user_attr(CHILD_ATTR, run.info.run_id)
+        self.client.log_batch(run.info.run_id, params=[Param(k, mask(v)) for k, v in
+                                                       sorted(params.items())])
+
+    @_guarded
+    def epoch(self, trial: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        run_id = trial.user_attrs.get(CHILD_ATTR)
+        if not run_id:
+            return
+        ts = int(time.time() * 1000)
+        values = {"val_f1": metrics["f1"], "val_precision": metrics["precision"],
+                  "val_recall": metrics["recall"], "train_loss": metrics["train_loss"]}
+        values.update({f"val_f1_{k}": v for k, v in metrics["per_entity"].items()})
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, epoch + 1)
+                                               for k, v in values.items()])
+
+    @_guarded
+    def trial_finished(self, study: Any, trial: Any, state: str, value: float | None) -> None:
+        run_id = trial.user_attrs.get(CHILD_ATTR)
+        if run_id:
+            if value is not None:
+                self.client.log_metric(run_id, f"final_{self.metric}", float(value))
+            self.client.set_tag(run_id, "trial_state", state)
+            status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
+                      "INTERRUPTED": "KILLED"}[state]
+            self.client.set_terminated(run_id, status=status)
+        self.update_parent(study)
+
+    @_guarded
+    def update_parent(self, study: Any) -> None:
+        from mlflow.entities import Metric
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        ts = int(time.time() * 1000)
+        metrics = [Metric("n_trials", len(trials), ts, len(trials)),
+                   Metric("n_completed_trials", len(complete), ts, len(trials))]
+        if complete:
+            best = max(complete, key=lambda t: (t.value, -t.number))
+            metrics += [Metric("best_value", float(best.value), ts, len(trials)),
+                        Metric(f"best_{self.metric}", float(best.value), ts, len(trials))]
+            if best.user_attrs.get(CHILD_ATTR):
+                self.client.set_tag(self.parent_id, "best_trial_run_id",
+                                    best.user_attrs[CHILD_ATTR])
+            self.client.set_tag(self.parent_id, "best_trial_number", str(best.number))
+        self.client.log_batch(self.parent_id, metrics=metrics)
+
+    @_guarded
+    def close(self, status: str) -> None:
+        """End this session's hold on the parent run (``FINISHED``, ``KILLED`` or ``FAILED``);
+        the next session of the study reopens it."""
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status=status)

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="where a study stands (safe while a sweep runs)")
     _common(st)
     st.add_argument("--json", action="store_true", help="print one JSON object")
+    dash = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
+    _common(dash)
+    dash.add_argument("--port", type=int, default=8080)
     demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default="dataset")
     demo.add_argument("--seed", type=int, default=7)
@@ -122,6 +125,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import start_dashboard
+    from .sweep import status
+
+    info = status(_load(args), backbone=args.backbone, output_dir=args.output_dir)
+    if not info["exists"]:
+        raise HpoHelpersError(f"no study {info['study_name']} at {info['checkpoint_path']}. "
+                              "Fix: run the sweep first or pass its --output-dir/--backbone.")
+    dash = start_dashboard(info["checkpoint_path"], port=args.port)
+    print(f"optuna-dashboard: {dash.url} (Ctrl-C to stop)", flush=True)
+    try:
+        dash.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dash.stop()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo_data import write_dataset
 
@@ -139,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("hpo_helpers").setLevel(logging.INFO)
         for noisy in ("httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    handler = {"run": _run, "status": _status, "make-demo-data": _demo}[args.command]
+    handler = {"run": _run, "status": _status, "dashboard": _dashboard,
+               "make-demo-data": _demo}[args.command]
     try:
         return handler(args)
     except HpoHelpersError as exc:

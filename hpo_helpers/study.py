@@ -19,19 +19,28 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import set_aside
 from .config import HpoConfig
 from .errors import FingerprintMismatchError, StudyLockedError
 from .paths import StudyPaths
-from .snapshot import BUSY_TIMEOUT_S, check_database, enable_wal, restore, restore_if_newer
+from .snapshot import (
+    BUSY_TIMEOUT_S,
+    check_database,
+    enable_wal,
+    restore,
+    restore_if_newer,
+    set_aside,
+)
 
 __all__ = [
     "OpenedStudy",
+    "archive_study",
+    "lock_holder",
     "StudyLock",
     "count_states",
     "fingerprint",
@@ -70,6 +79,52 @@ class StudyLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
+
+
+def lock_holder(db: Path) -> str | None:
+    """Who holds the study lock (``"pid ... on host ..."``), or None when nobody does."""
+    path = Path(str(db) + ".lock")
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def archive_study(paths: StudyPaths, study_name: str) -> list[Path]:
+    """Move a study's database, checkpoints and models aside (``*.archived-<time>``).
+
+    Nothing is deleted: a later run starts a new study in a new file. Refused while a sweep
+    holds the lock.
+    """
+    holder = lock_holder(paths.working_db)
+    if holder is not None:
+        raise StudyLockedError(f"cannot archive {paths.working_db}: a sweep is running it "
+                               f"({holder}). Fix: stop it first.")
+    moved = []
+    for db in dict.fromkeys([paths.working_db, paths.durable_db]):
+        if db.exists():
+            con = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S)
+            try:  # fold the WAL into the file, so the archive is one self-contained file
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+            moved.append(set_aside(db, "archived"))
+            for suffix in ("-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)  # empty after the checkpoint
+    for folder in (paths.trials_dir(study_name), paths.models_dir(study_name)):
+        if folder.exists():
+            moved.append(set_aside(folder, "archived"))
+    for m in moved:
+        logger.info("Archived %s", m)
+    return moved
 
 
 @dataclass

@@ -45,7 +45,7 @@ from .study import OpenedStudy, count_states, fingerprint, open_study, requeue
 from .tracking import SweepTracker
 from .train import BEST_MODEL_DIR, FitResult, fit
 
-__all__ = ["SweepOutcome", "load_configs", "run_local_hpo_sweep", "run_sweep"]
+__all__ = ["SweepEvents", "SweepOutcome", "load_configs", "run_local_hpo_sweep", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,29 @@ class SweepOutcome:
     @property
     def checkpoint_path(self) -> str | None:
         return str(self.paths.durable_db) if self.paths else None
+
+
+class SweepEvents:
+    """Hooks for a front end (the notebook panel); every default does nothing.
+
+    Called from the thread that runs the sweep; implementations must be quick.
+    """
+
+    def sweep_started(self, outcome: SweepOutcome, n_complete: int, max_trials: int) -> None:
+        """The study is open; ``outcome.recovered`` lists trials found interrupted."""
+
+    def trial_started(self, number: int, params: dict[str, Any], retry_of: int | None) -> None:
+        """A trial begins (``retry_of``: the interrupted attempt it continues)."""
+
+    def step(self, done: int, total: int) -> None:
+        """An optimizer step of the current trial finished."""
+
+    def trial_finished(self, number: int, state: str, value: float | None, n_complete: int,
+                       best_value: float | None) -> None:
+        """A trial ended: COMPLETE, PRUNED, FAIL or INTERRUPTED."""
+
+    def sweep_finished(self, outcome: SweepOutcome) -> None:
+        """The sweep returned (also after an interrupt or an error)."""
 
 
 @dataclass(frozen=True)
@@ -264,7 +287,7 @@ def _progress(total: int, initial: int, desc: str) -> Any:
 
 def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs,
                ckpt_dir: Path | None, seed: int, stop: _StopRequest,
-               tracker: SweepTracker) -> tuple[float, FitResult]:
+               tracker: SweepTracker, events: SweepEvents) -> tuple[float, FitResult]:
     """Train every fold of one trial; returns the objective and the last fold's result."""
     import optuna
 
@@ -294,6 +317,7 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
                     step_bar.total = total
                 step_bar.n = done
                 step_bar.refresh()
+                events.step(done, total)
 
             for attempt in range(2):
                 try:
@@ -328,11 +352,25 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
     return float(statistics.mean(fold_scores)), result
 
 
+def _finished(events: SweepEvents, study: Any, number: int, state: str,
+              value: float | None) -> None:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max((t.value for t in done), default=None)
+    events.trial_finished(number, state, value, len(done), best)
+
+
 def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path | str | None = None,
               output_dir: Path | str | None = None, runtime: Runtime | None = None,
               stop: _StopRequest | None = None,
-              tracking: TrackingSetup | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep described by ``cfg``; see the module docstring."""
+              tracking: TrackingSetup | None = None, events: SweepEvents | None = None,
+              stop_after_trial: threading.Event | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep described by ``cfg``; see the module docstring.
+
+    ``stop_after_trial`` (the panel's button) ends the sweep once the running trial is done;
+    ``events`` receives progress.
+    """
     import optuna
     from optuna.trial import TrialState
 
@@ -369,6 +407,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                            recovered=opened.recovered)
     stop = stop or _StopRequest()
     tracker = SweepTracker(tracking)
+    events = events or SweepEvents()
     session_start = time.monotonic()
     failures_in_a_row = 0
     last_error = ""
@@ -380,6 +419,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                      runtime=runtime.kind, objective_metric=hpo.objective.metric,
                      recovered=opened.recovered)
         n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        events.sweep_started(outcome, n_complete, hpo.max_trials)
         trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
         with stop.installed(), contextlib.closing(trial_bar):
             while True:
@@ -393,6 +433,12 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     break
                 if stop.is_set():
                     outcome.interrupted = True
+                    break
+                if stop_after_trial is not None and stop_after_trial.is_set():
+                    outcome.stop_reason = (f"Stopped as asked after the running trial "
+                                           f"({n_complete}/{hpo.max_trials} COMPLETE). Resume to "
+                                           "continue.")
+                    logger.info("%s", outcome.stop_reason)
                     break
                 if hpo.timeout_minutes is not None:
                     elapsed = time.monotonic() - session_start
@@ -416,12 +462,14 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                             json.dumps(params, sort_keys=True))
                 outcome.trials_run += 1
                 tracker.trial_started(trial, params)
+                events.trial_started(trial.number, params, trial.user_attrs.get("retry_of"))
                 try:
                     value, result = _run_trial(trial, params, prep, cfg, ckpt_dir, seed, stop,
-                                               tracker)
+                                               tracker, events)
                 except optuna.TrialPruned as exc:
                     study.tell(trial, state=TrialState.PRUNED)
                     tracker.trial_finished(study, trial, "PRUNED", None)
+                    _finished(events, study, trial.number, "PRUNED", None)
                     logger.info("Trial %d pruned: %s", trial.number, exc)
                     failures_in_a_row = 0
                     if ckpt_dir is not None:
@@ -431,6 +479,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     trial.set_user_attr("error", last_error[:1000])
                     study.tell(trial, state=TrialState.FAIL)
                     tracker.trial_finished(study, trial, "FAIL", None)
+                    _finished(events, study, trial.number, "FAIL", None)
                     failures_in_a_row += 1
                     logger.exception("Trial %d failed (%d in a row)", trial.number,
                                      failures_in_a_row)
@@ -447,6 +496,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                         study.tell(trial, state=TrialState.FAIL)
                         requeue(study, trial)
                         tracker.trial_finished(study, trial, "INTERRUPTED", None)
+                        _finished(events, study, trial.number, "INTERRUPTED", None)
                         outcome.interrupted = True
                         logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s "
                                        "and the trial re-queued", trial.number,
@@ -455,6 +505,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     failures_in_a_row = 0
                     study.tell(trial, value)
                     tracker.trial_finished(study, trial, "COMPLETE", value)
+                    _finished(events, study, trial.number, "COMPLETE", value)
                     trial_bar.update(1)
                     logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number,
                                 value, study.best_value)
@@ -475,6 +526,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
             sys.exc_info()[1], KeyboardInterrupt) else "FAILED" if failed else "FINISHED")
         _snapshot(paths, tracking)
         opened.close()
+        events.sweep_finished(outcome)
     return outcome
 
 

@@ -35,6 +35,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-dir", help="config folder (default: the one holding train.yaml)")
     p.add_argument("--backbone", help="backbone name or local model folder (default: config)")
     p.add_argument("--output-dir", help="durable output folder (default: per runtime)")
+    p.add_argument("--storage-url", help="shared study database (PostgreSQL) for several "
+                   "workers; default: $HPO_STORAGE_URL, then the config's storage_url")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
@@ -86,7 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
                                             tracking_uri=args.tracking_uri)
     outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
-                        output_dir=args.output_dir, tracking=tracking)
+                        output_dir=args.output_dir, tracking=tracking,
+                        storage_url=args.storage_url)
     study = outcome.study
     from .study import count_states
 
@@ -108,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from .sweep import status
 
-    info = status(_load(args), backbone=args.backbone, output_dir=args.output_dir)
+    info = status(_load(args), backbone=args.backbone, output_dir=args.output_dir,
+                  storage_url=args.storage_url)
     if args.json:
         print(json.dumps(info, sort_keys=True, default=str))
         return 0
@@ -122,18 +126,24 @@ def _status(args: argparse.Namespace) -> int:
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
+    for w in info.get("workers", []):
+        print(f"  worker {w['worker']}: trial {w['trial']}, last heartbeat "
+              f"{w['heartbeat_age_s']} s ago")
     return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
     from .dashboard import start_dashboard
-    from .sweep import status
+    from .sweep import status, storage_url_for
 
-    info = status(_load(args), backbone=args.backbone, output_dir=args.output_dir)
+    cfg = _load(args)
+    info = status(cfg, backbone=args.backbone, output_dir=args.output_dir,
+                  storage_url=args.storage_url)
     if not info["exists"]:
         raise HpoHelpersError(f"no study {info['study_name']} at {info['checkpoint_path']}. "
                               "Fix: run the sweep first or pass its --output-dir/--backbone.")
-    dash = start_dashboard(info["checkpoint_path"], port=args.port)
+    target = storage_url_for(cfg.hpo, args.storage_url) or info["checkpoint_path"]
+    dash = start_dashboard(target, port=args.port)
     print(f"optuna-dashboard: {dash.url} (Ctrl-C to stop)", flush=True)
     try:
         dash.process.wait()

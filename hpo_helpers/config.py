@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -104,6 +105,10 @@ class HpoConfig:
     keep_top_k: int = field(default=3, metadata=_rule(low=0))
     train_config: str = "train.yaml"
     data_config: str = "data/demo.yaml"
+    storage_url: str | None = None
+    shared_checkpoint_dir: str | None = None
+    heartbeat_interval: int = field(default=10, metadata=_rule(low=1, high=3600))
+    grace_period: int = field(default=120, metadata=_rule(low=2, high=86_400))
     objective: ObjectiveConfig = ObjectiveConfig()
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -381,6 +386,18 @@ def _search_space(file: Path, raw: Any) -> tuple[ParamSpec, ...]:
     return tuple(_param(file, name, raw[name]) for name in TUNABLE)
 
 
+def check_storage_url(file: Path | str, url: str) -> str:
+    """Refuse a storage URL that is not a SQLAlchemy URL (the message masks its password)."""
+    from .redaction import mask
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?$", scheme):
+        raise ConfigError(f"{file}: key 'storage_url' = {mask(url)!r} is not a database URL. "
+                          "Fix: use e.g. postgresql+psycopg://user@host:5432/db (put the "
+                          "password in HPO_STORAGE_URL rather than in the file).")
+    return url
+
+
 def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
     """Load and validate an HPO config from a YAML path or an already-read mapping."""
     if isinstance(source, HpoConfig):
@@ -392,6 +409,17 @@ def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
     _check_storage_path(file, cfg.checkpoint.storage_path)
     if cfg.study_name is not None and not cfg.study_name.strip():
         raise _fail(file, "study_name", cfg.study_name, "is empty", "remove it or name the study")
+    if cfg.storage_url is not None:
+        check_storage_url(file, cfg.storage_url)
+        if not cfg.checkpoint.auto_resume:
+            raise _fail(file, "checkpoint.auto_resume", False, "cannot be used with storage_url "
+                        "(every worker would start its own study)",
+                        "set study_name to a new name to start a new shared study")
+    if cfg.grace_period <= 2 * cfg.heartbeat_interval:
+        raise _fail(file, "grace_period", cfg.grace_period, "must be more than twice "
+                    f"heartbeat_interval ({cfg.heartbeat_interval})",
+                    "give a dead worker's heartbeat time to be missed, e.g. grace_period: 120 "
+                    "with heartbeat_interval: 10 (and above the longest checkpoint write)")
     from .paths import check_backbone_slug
 
     try:

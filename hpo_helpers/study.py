@@ -44,6 +44,7 @@ __all__ = [
     "StudyLock",
     "count_states",
     "fingerprint",
+    "open_shared_study",
     "open_study",
     "recover_interrupted",
     "requeue",
@@ -135,6 +136,7 @@ class OpenedStudy:
     resumed: bool
     recovered: list[int] = field(default_factory=list)
     lock: StudyLock | None = None
+    shared: Any = None  # distributed.SharedStudy when the storage is a database server
 
     def close(self) -> None:
         if self.lock is not None:
@@ -199,6 +201,12 @@ def requeue(study: Any, trial: Any) -> None:
                                     "attempt": int(trial.user_attrs.get("attempt", 1)) + 1})
 
 
+def interrupted_numbers(trials: list[Any]) -> set[int]:
+    """Trials that died with their process: tagged ``interrupted`` or continued by a retry."""
+    return ({t.number for t in trials if t.user_attrs.get("interrupted")}
+            | {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs})
+
+
 def recover_interrupted(study: Any) -> list[int]:
     """Mark RUNNING trials FAIL/``interrupted`` and queue a retry of each with the same params.
 
@@ -246,6 +254,46 @@ def _prepare_database(paths: StudyPaths) -> None:
     enable_wal(working)
 
 
+def _check_fingerprint(study: Any, name: str, where: str,
+                       fingerprint_parts: dict[str, Any]) -> None:
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint_parts)
+        return
+    if json.dumps(stored, sort_keys=True) != json.dumps(fingerprint_parts, sort_keys=True):
+        raise FingerprintMismatchError(
+            f"study {name!r} in {where} was created with other settings: "
+            f"{_describe_change(stored, fingerprint_parts)}. Resuming would mix "
+            "incomparable trials. Fix: restore the old settings to resume, or set "
+            "checkpoint.auto_resume: false (new study beside the old one) or a new "
+            "study_name."
+        )
+
+
+def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
+                      fingerprint_parts: dict[str, Any], sampler: Any, pruner: Any,
+                      on_stale: Any) -> OpenedStudy:
+    """Create or join the study on a database server shared by several workers."""
+    import optuna
+
+    from .distributed import SharedStudy, open_storage
+    from .redaction import mask
+
+    name = hpo.study_name or f"hpo_{backbone}"
+    storage = open_storage(url, heartbeat_interval=hpo.heartbeat_interval,
+                           grace_period=hpo.grace_period, on_stale=on_stale)
+    resumed = name in set(optuna.get_all_study_names(storage))
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                direction=hpo.objective.direction, sampler=sampler,
+                                pruner=pruner)
+    _check_fingerprint(study, name, mask(url), fingerprint_parts)
+    counts = count_states(study)
+    logger.info("Shared study %s %s on %s (%d COMPLETE, %d RUNNING on other workers)", name,
+                "joined" if resumed else "created", mask(url), counts["COMPLETE"],
+                counts["RUNNING"])
+    return OpenedStudy(study, name, None, resumed, shared=SharedStudy(storage, name))
+
+
 def open_study(*, hpo: HpoConfig, backbone: str, paths: StudyPaths | None,
                fingerprint_parts: dict[str, Any], sampler: Any, pruner: Any) -> OpenedStudy:
     """Create or resume the study; ``paths=None`` means checkpointing is off (in memory)."""
@@ -274,16 +322,7 @@ def open_study(*, hpo: HpoConfig, backbone: str, paths: StudyPaths | None,
         if name in names:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                                       pruner=pruner)
-            stored = study.user_attrs.get("fingerprint")
-            if stored is not None and json.dumps(stored, sort_keys=True) != json.dumps(
-                    fingerprint_parts, sort_keys=True):
-                raise FingerprintMismatchError(
-                    f"study {name!r} in {paths.durable_db} was created with other settings: "
-                    f"{_describe_change(stored, fingerprint_parts)}. Resuming would mix "
-                    "incomparable trials. Fix: restore the old settings to resume, or set "
-                    "checkpoint.auto_resume: false (new study beside the old one) or a new "
-                    "study_name."
-                )
+            _check_fingerprint(study, name, str(paths.durable_db), fingerprint_parts)
             resumed = True
         else:
             study = optuna.create_study(study_name=name, storage=storage,

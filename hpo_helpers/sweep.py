@@ -35,13 +35,22 @@ from .config import (
     load_train_config,
 )
 from .data import Dataset, Document, load_dataset
+from .distributed import fail_stale_trials
 from .encoding import Window, encode_documents
 from .errors import CheckpointError, ConfigError, SweepFailedError
 from .paths import StudyPaths, resolve
 from .runtime import Runtime, detect
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .snapshot import snapshot
-from .study import OpenedStudy, count_states, fingerprint, open_study, requeue
+from .redaction import mask
+from .study import (
+    OpenedStudy,
+    count_states,
+    fingerprint,
+    open_shared_study,
+    open_study,
+    requeue,
+)
 from .tracking import SweepTracker
 from .train import BEST_MODEL_DIR, FitResult, fit
 
@@ -62,10 +71,7 @@ class SweepOutcome:
     interrupted: bool = False
     stop_reason: str = ""
     recovered: list[int] = field(default_factory=list)
-
-    @property
-    def checkpoint_path(self) -> str | None:
-        return str(self.paths.durable_db) if self.paths else None
+    checkpoint_path: str | None = None  # durable study file, or the masked storage URL
 
 
 class SweepEvents:
@@ -361,15 +367,189 @@ def _finished(events: SweepEvents, study: Any, number: int, state: str,
     events.trial_finished(number, state, value, len(done), best)
 
 
+def _dataset_path(cfg: Configs, dataset_path: Path | str | None) -> Path:
+    if dataset_path is not None:
+        return Path(dataset_path)
+    if cfg.data.path is None:
+        raise ConfigError(f"{cfg.data.source}: key 'path' is not set and no dataset was "
+                          "given. Fix: set path or pass --dataset.")
+    path = Path(cfg.data.path)
+    return path if path.is_absolute() else cfg.config_dir.absolute().parent / path
+
+
+def storage_url_for(hpo: HpoConfig, override: str | None = None) -> str | None:
+    """The shared storage URL: CLI/API ``override``, else ``HPO_STORAGE_URL``, else config."""
+    from .config import check_storage_url
+    from .runtime import environ
+
+    url = override or environ().get("HPO_STORAGE_URL") or hpo.storage_url
+    return check_storage_url(hpo.source, url) if url else None
+
+
+class _Sweep:
+    """One session of a sweep: the loop and the bookkeeping around each trial."""
+
+    def __init__(self, cfg: Configs, opened: OpenedStudy, prep: _Prepared,
+                 trials_root: Path | None, models_root: Path | None, stop: _StopRequest,
+                 tracker: SweepTracker, events: SweepEvents,
+                 stop_after_trial: threading.Event | None, outcome: SweepOutcome) -> None:
+        self.cfg, self.hpo = cfg, cfg.hpo
+        self.opened, self.study, self.shared = opened, opened.study, opened.shared
+        self.prep = prep
+        self.trials_root, self.models_root = trials_root, models_root
+        self.stop, self.tracker, self.events = stop, tracker, events
+        self.stop_after_trial = stop_after_trial
+        self.outcome = outcome
+        self.session_start = time.monotonic()
+        self.failures_in_a_row = 0
+        self._waiting_logged = False
+
+    def n_complete(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def _why_stop(self, n_complete: int) -> str | None:
+        """The reason to end the loop now, or None to start (or wait for) a trial."""
+        hpo, outcome = self.hpo, self.outcome
+        if n_complete >= hpo.max_trials:
+            reason = (f"All trials already completed ({n_complete}/{hpo.max_trials})"
+                      if outcome.trials_run == 0 else
+                      f"Sweep complete: {n_complete}/{hpo.max_trials} trials COMPLETE")
+            logger.info("%s", reason)
+            return reason
+        if self.stop.is_set():
+            outcome.interrupted = True
+            return ""
+        if self.stop_after_trial is not None and self.stop_after_trial.is_set():
+            reason = (f"Stopped as asked after the running trial ({n_complete}/"
+                      f"{hpo.max_trials} COMPLETE). Resume to continue.")
+            logger.info("%s", reason)
+            return reason
+        if hpo.timeout_minutes is not None:
+            elapsed = time.monotonic() - self.session_start
+            estimate = _estimate_trial_seconds(self.study) or 0.0
+            if elapsed + estimate > hpo.timeout_minutes * 60:
+                reason = (f"Time budget: {elapsed / 60:.1f} of {hpo.timeout_minutes} min used; "
+                          f"a trial takes about {estimate / 60:.1f} min, so none more starts "
+                          f"({n_complete}/{hpo.max_trials} COMPLETE). Re-run to continue.")
+                logger.warning("%s", reason)
+                return reason
+        return None
+
+    def _claim(self) -> Any | None:
+        """The next trial, or None while other workers' running trials cover the budget."""
+        if self.shared is None:
+            return self.study.ask()
+        trial = self.shared.reserve(self.study, self.hpo.max_trials)
+        if trial is None and not self._waiting_logged:
+            logger.info("The remaining budget is covered by trials running on other workers; "
+                        "waiting in case one of them fails")
+            self._waiting_logged = True
+        return trial
+
+    def run(self, trial_bar: Any) -> None:
+        while True:
+            if self.shared is not None:
+                fail_stale_trials(self.study)
+            reason = self._why_stop(self.n_complete())
+            if reason is not None:
+                self.outcome.stop_reason = reason
+                return
+            trial = self._claim()
+            if trial is None:
+                self.stop.event.wait(self.shared.poll_s)
+                continue
+            self._waiting_logged = False
+            beat = self.shared.heartbeat(trial, self.hpo.heartbeat_interval) \
+                if self.shared is not None else contextlib.nullcontext()
+            with beat:
+                keep_going = self._run_one(trial, trial_bar)
+            _free_memory()
+            _snapshot(self.opened.paths, self.tracker.setup)
+            if not keep_going:
+                return
+
+    def _run_one(self, trial: Any, trial_bar: Any) -> bool:
+        """Train and record one trial; False when the sweep must stop (interrupted)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        study, tracker, events, hpo = self.study, self.tracker, self.events, self.hpo
+        params = _suggest(trial, hpo)
+        root = int(trial.user_attrs.get("retry_root", trial.number))
+        ckpt_dir = self.trials_root / f"trial_{root}" if self.trials_root else None
+        seed = self.cfg.train.seed + root
+        logger.info("Trial %d started%s: %s", trial.number,
+                    f" (retry of trial {trial.user_attrs['retry_of']})"
+                    if "retry_of" in trial.user_attrs else "", json.dumps(params, sort_keys=True))
+        self.outcome.trials_run += 1
+        tracker.trial_started(trial, params)
+        events.trial_started(trial.number, params, trial.user_attrs.get("retry_of"))
+        try:
+            value, result = _run_trial(trial, params, self.prep, self.cfg, ckpt_dir, seed,
+                                       self.stop, tracker, events)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=TrialState.PRUNED)
+            self._record(trial, "PRUNED", None)
+            logger.info("Trial %d pruned: %s", trial.number, exc)
+            self.failures_in_a_row = 0
+            if ckpt_dir is not None:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
+            last_error = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", last_error[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+            self._record(trial, "FAIL", None)
+            self.failures_in_a_row += 1
+            logger.exception("Trial %d failed (%d in a row)", trial.number,
+                             self.failures_in_a_row)
+            if ckpt_dir is not None:  # a failed trial is not retried: free its disk
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            if self.failures_in_a_row >= hpo.max_failed_trials:
+                raise SweepFailedError(
+                    f"{self.failures_in_a_row} trials failed in a row (max_failed_trials = "
+                    f"{hpo.max_failed_trials}); last error: {last_error}. Finished "
+                    "trials are kept. Fix the cause, then re-run to continue.") from exc
+            return True
+        if result.interrupted:
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=TrialState.FAIL)
+            requeue(study, trial)
+            self._record(trial, "INTERRUPTED", None)
+            self.outcome.interrupted = True
+            logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s and the trial "
+                           "re-queued", trial.number, result.global_step, ckpt_dir)
+            return False
+        self.failures_in_a_row = 0
+        study.tell(trial, value)
+        self._record(trial, "COMPLETE", value)
+        trial_bar.update(1)
+        logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number, value,
+                    study.best_value)
+        if ckpt_dir is not None and self.models_root is not None:
+            _keep_top_k(study, self.models_root, hpo.keep_top_k, trial.number,
+                        ckpt_dir / BEST_MODEL_DIR)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return True
+
+    def _record(self, trial: Any, state: str, value: float | None) -> None:
+        self.tracker.trial_finished(self.study, trial, state, value)
+        _finished(self.events, self.study, trial.number, state, value)
+
+
 def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path | str | None = None,
               output_dir: Path | str | None = None, runtime: Runtime | None = None,
               stop: _StopRequest | None = None,
               tracking: TrackingSetup | None = None, events: SweepEvents | None = None,
-              stop_after_trial: threading.Event | None = None) -> SweepOutcome:
+              stop_after_trial: threading.Event | None = None,
+              storage_url: str | None = None) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; see the module docstring.
 
     ``stop_after_trial`` (the panel's button) ends the sweep once the running trial is done;
-    ``events`` receives progress.
+    ``events`` receives progress. ``storage_url`` (or ``HPO_STORAGE_URL``, or the config's
+    ``storage_url``) makes this process one worker of a shared study (see ``distributed``).
     """
     import optuna
     from optuna.trial import TrialState
@@ -378,19 +558,12 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     hpo = cfg.hpo
     backbone_name = backbone or hpo.backbone
     runtime = runtime or detect()
-    data_path = Path(dataset_path) if dataset_path is not None else None
-    if data_path is None:
-        if cfg.data.path is None:
-            raise ConfigError(f"{cfg.data.source}: key 'path' is not set and no dataset was "
-                              "given. Fix: set path or pass --dataset.")
-        data_path = Path(cfg.data.path)
-        if not data_path.is_absolute():
-            data_path = cfg.config_dir.absolute().parent / data_path
-    dataset = load_dataset(data_path, cfg.data)
-    paths = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
-                    output_dir=output_dir) if hpo.checkpoint.enabled else None
-    if paths is not None:
-        cache = paths.working_dir / ".backbones" / f"{backbone_name}-{dataset.fingerprint}"
+    url = storage_url_for(hpo, storage_url)
+    dataset = load_dataset(_dataset_path(cfg, dataset_path), cfg.data)
+    local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
+                    output_dir=output_dir) if hpo.checkpoint.enabled or url else None
+    if local is not None:
+        cache = local.working_dir / ".backbones" / f"{backbone_name}-{dataset.fingerprint}"
     else:
         import tempfile
 
@@ -399,122 +572,52 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                        texts=[" ".join(d.words) for d in dataset.train], cache_dir=cache)
     prep = _prepare(cfg, dataset, bb, cfg.train.seed)
     sampler, pruner = _sampler_and_pruner(hpo)
-    opened: OpenedStudy = open_study(
-        hpo=hpo, backbone=backbone_name, paths=paths,
-        fingerprint_parts=fingerprint(hpo, dataset.fingerprint), sampler=sampler, pruner=pruner)
-    study = opened.study
-    outcome = SweepOutcome(study, opened.study_name, paths, opened.resumed,
-                           recovered=opened.recovered)
-    stop = stop or _StopRequest()
+    parts = fingerprint(hpo, dataset.fingerprint)
     tracker = SweepTracker(tracking)
+    if url:
+        def on_stale(study: Any, frozen: Any) -> None:
+            logger.warning("Trial %d lost its worker (no heartbeat for %d s): marked FAIL%s",
+                           frozen.number, hpo.grace_period,
+                           "" if int(frozen.user_attrs.get("attempt", 1)) > 1 else
+                           " and re-queued once with the same params")
+            tracker.trial_interrupted(frozen)
+            if int(frozen.user_attrs.get("attempt", 1)) == 1:
+                requeue(study, frozen)
+
+        opened = open_shared_study(hpo=hpo, backbone=backbone_name, url=url,
+                                   fingerprint_parts=parts, sampler=sampler, pruner=pruner,
+                                   on_stale=on_stale)
+        root = Path(hpo.shared_checkpoint_dir) / opened.study_name if \
+            hpo.shared_checkpoint_dir else None
+        trials_root = root / "trials" if root else local.trials_dir(opened.study_name)
+        models_root = root / "models" if root else local.models_dir(opened.study_name)
+        checkpoint_path = mask(url)
+    else:
+        opened = open_study(hpo=hpo, backbone=backbone_name, paths=local,
+                            fingerprint_parts=parts, sampler=sampler, pruner=pruner)
+        trials_root = local.trials_dir(opened.study_name) if local else None
+        models_root = local.models_dir(opened.study_name) if local else None
+        checkpoint_path = str(local.durable_db) if local else None
+    study = opened.study
+    outcome = SweepOutcome(study, opened.study_name, opened.paths, opened.resumed,
+                           recovered=opened.recovered, checkpoint_path=checkpoint_path)
+    stop = stop or _StopRequest()
     events = events or SweepEvents()
-    session_start = time.monotonic()
-    failures_in_a_row = 0
-    last_error = ""
+    sweep = _Sweep(cfg, opened, prep, trials_root, models_root, stop, tracker, events,
+                   stop_after_trial, outcome)
     try:
-        if paths is not None:
+        if opened.paths is not None:
             study.set_user_attr("sessions", int(study.user_attrs.get("sessions", 0)) + 1)
-        tracker.open(study, backbone=backbone_name, max_trials=hpo.max_trials,
-                     checkpoint_path=outcome.checkpoint_path, resumed=opened.resumed,
-                     runtime=runtime.kind, objective_metric=hpo.objective.metric,
-                     recovered=opened.recovered)
-        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        with opened.shared.exclusive("mlflow") if opened.shared else contextlib.nullcontext():
+            tracker.open(study, backbone=backbone_name, max_trials=hpo.max_trials,
+                         checkpoint_path=checkpoint_path, resumed=opened.resumed,
+                         runtime=runtime.kind, objective_metric=hpo.objective.metric,
+                         recovered=opened.recovered)
+        n_complete = sweep.n_complete()
         events.sweep_started(outcome, n_complete, hpo.max_trials)
         trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
         with stop.installed(), contextlib.closing(trial_bar):
-            while True:
-                n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                if n_complete >= hpo.max_trials:
-                    outcome.stop_reason = (
-                        f"All trials already completed ({n_complete}/{hpo.max_trials})"
-                        if outcome.trials_run == 0 else
-                        f"Sweep complete: {n_complete}/{hpo.max_trials} trials COMPLETE")
-                    logger.info("%s", outcome.stop_reason)
-                    break
-                if stop.is_set():
-                    outcome.interrupted = True
-                    break
-                if stop_after_trial is not None and stop_after_trial.is_set():
-                    outcome.stop_reason = (f"Stopped as asked after the running trial "
-                                           f"({n_complete}/{hpo.max_trials} COMPLETE). Resume to "
-                                           "continue.")
-                    logger.info("%s", outcome.stop_reason)
-                    break
-                if hpo.timeout_minutes is not None:
-                    elapsed = time.monotonic() - session_start
-                    estimate = _estimate_trial_seconds(study) or 0.0
-                    budget = hpo.timeout_minutes * 60
-                    if elapsed + estimate > budget:
-                        outcome.stop_reason = (
-                            f"Time budget: {elapsed / 60:.1f} of {hpo.timeout_minutes} min used; "
-                            f"a trial takes about {estimate / 60:.1f} min, so none more starts "
-                            f"({n_complete}/{hpo.max_trials} COMPLETE). Re-run to continue.")
-                        logger.warning("%s", outcome.stop_reason)
-                        break
-                trial = study.ask()
-                params = _suggest(trial, hpo)
-                root = int(trial.user_attrs.get("retry_root", trial.number))
-                ckpt_dir = paths.trials_dir(opened.study_name) / f"trial_{root}" if paths else None
-                seed = cfg.train.seed + root
-                logger.info("Trial %d started%s: %s", trial.number,
-                            f" (retry of trial {trial.user_attrs['retry_of']})"
-                            if "retry_of" in trial.user_attrs else "",
-                            json.dumps(params, sort_keys=True))
-                outcome.trials_run += 1
-                tracker.trial_started(trial, params)
-                events.trial_started(trial.number, params, trial.user_attrs.get("retry_of"))
-                try:
-                    value, result = _run_trial(trial, params, prep, cfg, ckpt_dir, seed, stop,
-                                               tracker, events)
-                except optuna.TrialPruned as exc:
-                    study.tell(trial, state=TrialState.PRUNED)
-                    tracker.trial_finished(study, trial, "PRUNED", None)
-                    _finished(events, study, trial.number, "PRUNED", None)
-                    logger.info("Trial %d pruned: %s", trial.number, exc)
-                    failures_in_a_row = 0
-                    if ckpt_dir is not None:
-                        shutil.rmtree(ckpt_dir, ignore_errors=True)
-                except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
-                    last_error = f"{type(exc).__name__}: {exc}"
-                    trial.set_user_attr("error", last_error[:1000])
-                    study.tell(trial, state=TrialState.FAIL)
-                    tracker.trial_finished(study, trial, "FAIL", None)
-                    _finished(events, study, trial.number, "FAIL", None)
-                    failures_in_a_row += 1
-                    logger.exception("Trial %d failed (%d in a row)", trial.number,
-                                     failures_in_a_row)
-                    if ckpt_dir is not None:  # a failed trial is not retried: free its disk
-                        shutil.rmtree(ckpt_dir, ignore_errors=True)
-                    if failures_in_a_row >= hpo.max_failed_trials:
-                        raise SweepFailedError(
-                            f"{failures_in_a_row} trials failed in a row (max_failed_trials = "
-                            f"{hpo.max_failed_trials}); last error: {last_error}. Finished "
-                            "trials are kept. Fix the cause, then re-run to continue.") from exc
-                else:
-                    if result.interrupted:
-                        trial.set_user_attr("interrupted", True)
-                        study.tell(trial, state=TrialState.FAIL)
-                        requeue(study, trial)
-                        tracker.trial_finished(study, trial, "INTERRUPTED", None)
-                        _finished(events, study, trial.number, "INTERRUPTED", None)
-                        outcome.interrupted = True
-                        logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s "
-                                       "and the trial re-queued", trial.number,
-                                       result.global_step, ckpt_dir)
-                        break
-                    failures_in_a_row = 0
-                    study.tell(trial, value)
-                    tracker.trial_finished(study, trial, "COMPLETE", value)
-                    _finished(events, study, trial.number, "COMPLETE", value)
-                    trial_bar.update(1)
-                    logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number,
-                                value, study.best_value)
-                    if ckpt_dir is not None and paths is not None:
-                        _keep_top_k(study, paths.models_dir(opened.study_name), hpo.keep_top_k,
-                                    trial.number, ckpt_dir / BEST_MODEL_DIR)
-                        shutil.rmtree(ckpt_dir, ignore_errors=True)
-                _free_memory()
-                _snapshot(paths, tracking)
+            sweep.run(trial_bar)
         if outcome.interrupted:
             outcome.stop_reason = (
                 f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "
@@ -524,7 +627,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
         failed = sys.exc_info()[0] is not None
         tracker.close("KILLED" if outcome.interrupted or failed and isinstance(
             sys.exc_info()[1], KeyboardInterrupt) else "FAILED" if failed else "FINISHED")
-        _snapshot(paths, tracking)
+        _snapshot(opened.paths, tracking)
         opened.close()
         events.sweep_finished(outcome)
     return outcome
@@ -534,7 +637,7 @@ def run_local_hpo_sweep(dataset_path: Path | str | None, config_dir: Path | str,
                         backbone: str | None, hpo_config: Any, train_config: Any = None,
                         output_dir: Path | str | None = None,
                         mlflow_experiment_name: str | None = None, *, data_config: Any = None,
-                        max_trials: int | None = None) -> Any:
+                        max_trials: int | None = None, storage_url: str | None = None) -> Any:
     """Run or resume an HPO sweep and return the Optuna study (the seed's signature).
 
     ``hpo_config``/``train_config``/``data_config`` may be paths (absolute, relative to the
@@ -549,34 +652,47 @@ def run_local_hpo_sweep(dataset_path: Path | str | None, config_dir: Path | str,
     tracking = setup_mlflow_from_config(mlflow_experiment_name, config_dir) \
         if mlflow_experiment_name else None
     return run_sweep(cfg, backbone=backbone, dataset_path=dataset_path, output_dir=output_dir,
-                     tracking=tracking).study
+                     tracking=tracking, storage_url=storage_url).study
 
 
 def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | None = None,
-           runtime: Runtime | None = None) -> dict[str, Any]:
-    """Where a study stands, read without taking its lock (safe while a sweep runs)."""
+           runtime: Runtime | None = None, storage_url: str | None = None) -> dict[str, Any]:
+    """Where a study stands, read without taking its lock (safe while a sweep runs).
+
+    For a shared study (``storage_url``) it also lists ``workers``: the running trials with
+    their worker (host:pid) and heartbeat age. Passwords in URLs are masked.
+    """
     import optuna
 
-    from .study import sqlite_storage
+    from .study import interrupted_numbers, sqlite_storage
 
     hpo = cfg.hpo
     name_bb = backbone or hpo.backbone
     study_name = hpo.study_name or f"hpo_{name_bb}"
+    url = storage_url_for(hpo, storage_url)
     out: dict[str, Any] = {"study_name": study_name, "backbone": name_bb,
-                           "checkpoint_enabled": hpo.checkpoint.enabled,
+                           "checkpoint_enabled": hpo.checkpoint.enabled or bool(url),
                            "checkpoint_path": None, "exists": False, "max_trials": hpo.max_trials,
                            "n_trials": 0, "n_complete": 0, "n_running": 0, "n_failed": 0,
                            "n_pruned": 0, "n_waiting": 0, "n_interrupted": 0,
                            "best_value": None, "best_params": None, "best_trial": None}
-    if not hpo.checkpoint.enabled:
+    shared = None
+    if url:
+        from .distributed import SharedStudy
+
+        out["checkpoint_path"] = mask(url)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        shared = SharedStudy(storage, study_name)
+    elif not hpo.checkpoint.enabled:
         return out
-    paths = resolve(runtime or detect(), backbone=name_bb,
-                    storage_path=hpo.checkpoint.storage_path, output_dir=output_dir)
-    out["checkpoint_path"] = str(paths.durable_db)
-    db = paths.working_db if paths.working_db.exists() else paths.durable_db
-    if not db.exists():
-        return out
-    storage = sqlite_storage(db)
+    else:
+        paths = resolve(runtime or detect(), backbone=name_bb,
+                        storage_path=hpo.checkpoint.storage_path, output_dir=output_dir)
+        out["checkpoint_path"] = str(paths.durable_db)
+        db = paths.working_db if paths.working_db.exists() else paths.durable_db
+        if not db.exists():
+            return out
+        storage = sqlite_storage(db)
     if study_name not in optuna.get_all_study_names(storage):
         return out
     study = optuna.load_study(study_name=study_name, storage=storage)
@@ -584,9 +700,10 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     trials = study.get_trials(deepcopy=False)
     out.update(exists=True, n_trials=len(trials), n_complete=counts["COMPLETE"],
                n_running=counts["RUNNING"], n_failed=counts["FAIL"], n_pruned=counts["PRUNED"],
-               n_waiting=counts["WAITING"],
-               n_interrupted=sum(bool(t.user_attrs.get("interrupted")) for t in trials))
+               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(trials)))
     if counts["COMPLETE"]:
         best = study.best_trial
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
+    if shared is not None:
+        out["workers"] = shared.workers()
     return out

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .distributed import worker_id
 from .mlflow_setup import TrackingSetup
 from .redaction import mask
 
@@ -117,22 +116,26 @@ class SweepTracker:
         self.client.log_metric(self.parent_id, "resume_count", max(0, sessions - 1),
                                step=sessions)
         for number in recovered:
-            trial = study.get_trials(deepcopy=False)[number]
-            child = self._find_run(trial.user_attrs.get(CHILD_ATTR))
-            if child is not None and child.info.status == "RUNNING":
-                self.client.set_tag(child.info.run_id, "trial_state", "FAIL")
-                self.client.set_tag(child.info.run_id, "interrupted", "true")
-                self.client.set_terminated(child.info.run_id, status="KILLED")
+            self.trial_interrupted(study.get_trials(deepcopy=False)[number])
         self.update_parent(study)
         logger.info("MLflow parent run %s %s", self.parent_id,
                     "reopened" if existing is not None else "created")
+
+    @_guarded
+    def trial_interrupted(self, trial: Any) -> None:
+        """End the child run of a trial whose process died (KILLED)."""
+        child = self._find_run(trial.user_attrs.get(CHILD_ATTR))
+        if child is not None and child.info.status == "RUNNING":
+            self.client.set_tag(child.info.run_id, "trial_state", "FAIL")
+            self.client.set_tag(child.info.run_id, "interrupted", "true")
+            self.client.set_terminated(child.info.run_id, status="KILLED")
 
     @_guarded
     def trial_started(self, trial: Any, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         tags = {"mlflow.parentRunId": self.parent_id, "trial_number": str(trial.number),
-                "trial_state": "RUNNING", "worker": f"{socket.gethostname()}:{os.getpid()}"}
+                "trial_state": "RUNNING", "worker": worker_id()}
         retry_of = trial.user_attrs.get("retry_of")
         if retry_of is not None:
             tags["retry_of_trial"] = str(retry_of)

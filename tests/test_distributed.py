@@ -1,0 +1,213 @@
+"""Several workers sharing one study on the real PostgreSQL server at 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hpo_helpers import load_configs, run_sweep
+from hpo_helpers.train import FitResult
+
+from .conftest import TINY_HPO
+from .test_kill_resume import _env
+
+PASSWORD = "pw-Secret-42"
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database per test on the local server, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres",
+                                autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server answers on 127.0.0.1:5432 ({exc})")
+    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        # trust auth ignores the password: it is there to prove that it never leaks
+        yield f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _shared_config(project, *, max_trials: int, epochs: int = 2, n_docs: int = 16,
+                   shared_dir: Path | None = None, grace: int = 4) -> None:
+    data = project.config_dir / "data" / "test.yaml"
+    raw = yaml.safe_load(data.read_text())
+    raw["max_train_documents"] = n_docs
+    data.write_text(yaml.safe_dump(raw))
+    project.write_hpo(max_trials=max_trials, heartbeat_interval=1, grace_period=grace,
+                      shared_checkpoint_dir=str(shared_dir) if shared_dir else None,
+                      search_space=dict(TINY_HPO["search_space"], epochs=epochs))
+
+
+def _workers(project, url: str, n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen(project.run_args("--storage-url", url), env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(n)]
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float = 400) -> list[str]:
+    outs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=timeout)
+        outs.append(out)
+    return outs
+
+
+def _study(url: str):
+    return optuna.load_study(study_name="hpo_tiny", storage=url)
+
+
+def _check_budget(study, max_trials: int) -> None:
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == max_trials
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    roots = [t.user_attrs.get("retry_root", t.number) for t in complete]
+    assert len(roots) == len(set(roots)), "two COMPLETE trials of one retry chain"
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+@pytest.mark.slow
+def test_three_workers_share_the_budget_exactly(project, pg_url) -> None:
+    _shared_config(project, max_trials=6)
+    procs = _workers(project, pg_url, 3)
+    outs = _finish(procs)
+    assert [p.returncode for p in procs] == [0, 0, 0], outs[0][-3000:]
+    study = _study(pg_url)
+    _check_budget(study, 6)
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) >= 2, "the work was shared"
+    for out in outs:
+        assert PASSWORD not in out
+        assert "postgres:***@127.0.0.1" in out
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_retried_from_its_checkpoint(project, pg_url, tmp_path) -> None:
+    shared = tmp_path / "shared-ckpt"
+    _shared_config(project, max_trials=4, epochs=3, n_docs=60, shared_dir=shared, grace=8)
+    procs = _workers(project, pg_url, 3)
+    by_pid = {p.pid: p for p in procs}
+    victim = None
+    deadline = time.monotonic() + 300
+    try:
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                running = _study(pg_url).get_trials(states=(TrialState.RUNNING,))
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                continue
+            for t in running:
+                pid = int(str(t.user_attrs.get("worker", ":0")).rsplit(":", 1)[1])
+                ckpts = list((shared / "hpo_tiny" / "trials" / f"trial_{t.number}").glob(
+                    "checkpoint-*/COMPLETE"))
+                if pid in by_pid and ckpts:
+                    victim = (t.number, by_pid[pid])
+                    break
+        assert victim is not None, "no trial reached its first checkpoint"
+        number, proc = victim
+        proc.send_signal(signal.SIGKILL)
+        others = [p for p in procs if p is not proc]
+        outs = _finish(others)
+        assert [p.returncode for p in others] == [0, 0], outs[0][-3000:]
+    finally:
+        for p in procs:
+            p.kill()
+    study = _study(pg_url)
+    _check_budget(study, 4)
+    dead = study.trials[number]
+    assert dead.state == TrialState.FAIL
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == number)
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert retry.user_attrs["resumed_from_epoch"] >= 1
+    assert any("lost its worker" in out for out in outs)
+    info = subprocess.run(project.cli("status", "--config", str(project.hpo), "--storage-url",
+                                      pg_url, "--json"), env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    status = json.loads(info.stdout)
+    assert status["n_complete"] == 4 and status["n_interrupted"] == 1
+    assert PASSWORD not in info.stdout and status["workers"] == []
+
+
+def test_slow_but_alive_trial_is_not_marked_stale(project, pg_url, monkeypatch) -> None:
+    import hpo_helpers.sweep as sweep_mod
+
+    grace = 3
+
+    def slow_fit(**kwargs):  # one training step that lasts longer than the grace period
+        time.sleep(grace * 2.5)
+        metrics = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_entity": {}, "epoch": 0,
+                   "train_loss": 1.0}
+        kwargs["on_epoch"](0, metrics)
+        return FitResult(best_f1=0.5, history=[metrics], global_step=1)
+
+    monkeypatch.setattr(sweep_mod, "fit", slow_fit)
+    _shared_config(project, max_trials=1, grace=grace)
+    watcher_storage = optuna.storages.RDBStorage(pg_url, heartbeat_interval=1,
+                                                 grace_period=grace)
+    failed_by_watcher: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # another worker's stale check, over and over
+        while not stop.is_set():
+            try:
+                study = optuna.load_study(study_name="hpo_tiny", storage=watcher_storage)
+                before = {t.number for t in study.get_trials(states=(TrialState.FAIL,))}
+                optuna.storages.fail_stale_trials(study)
+                after = {t.number for t in study.get_trials(states=(TrialState.FAIL,))}
+                failed_by_watcher.extend(after - before)
+            except KeyError:
+                pass
+            stop.wait(0.3)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        cfg = load_configs(project.config_dir, project.hpo)
+        outcome = run_sweep(cfg, output_dir=project.output_dir, storage_url=pg_url)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert failed_by_watcher == []
+    assert [t.state for t in outcome.study.trials] == [TrialState.COMPLETE]
+
+
+def test_storage_url_from_the_environment_and_masked_in_status(project, pg_url,
+                                                               monkeypatch) -> None:
+    from hpo_helpers import study_status
+
+    monkeypatch.setenv("HPO_STORAGE_URL", pg_url)
+    _shared_config(project, max_trials=1)
+    cfg = load_configs(project.config_dir, project.hpo)
+    run_sweep(cfg, output_dir=project.output_dir)
+    info = study_status(cfg)
+    assert info["n_complete"] == 1
+    assert info["checkpoint_path"].startswith("postgresql+psycopg://postgres:***@")
+    assert PASSWORD not in json.dumps(info, default=str)
+
+
+def test_unreachable_server_is_one_clear_error(project) -> None:
+    from hpo_helpers import StudyError
+
+    _shared_config(project, max_trials=1)
+    cfg = load_configs(project.config_dir, project.hpo)
+    with pytest.raises(StudyError, match=r"cannot open the shared study storage "
+                                         r"postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/x"):
+        run_sweep(cfg, output_dir=project.output_dir,
+                  storage_url=f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/x")

@@ -40,21 +40,23 @@ def find_study_files(roots: Iterable[Path | str]) -> list[Path]:
     return list(found)
 
 
-def load_studies(files: Iterable[Path]) -> list[Any]:
-    """Every Optuna study in ``files`` (read-only use; a file that is no study is skipped)."""
+def load_studies(files: Iterable[Path | str]) -> list[Any]:
+    """Every Optuna study in ``files`` (SQLite paths or database URLs; unreadable ones skipped)."""
     import optuna
 
+    from .redaction import mask
     from .study import sqlite_storage
 
     studies = []
     for f in files:
         try:
-            storage = sqlite_storage(f)
+            storage = optuna.storages.RDBStorage(str(f)) if "://" in str(f) else sqlite_storage(
+                Path(f))
             for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
                 studies.append(optuna.load_study(study_name=summary.study_name,
                                                  storage=storage))
         except Exception as exc:  # noqa: BLE001 - show the others
-            logger.warning("Skipping %s: not a readable study (%s)", f, exc)
+            logger.warning("Skipping %s: not a readable study (%s)", mask(f), mask(exc))
     return studies
 
 
@@ -151,7 +153,8 @@ def default_roots(config_dir: Path | str, hpo_config: Any, *, output_dir: Path |
 
 
 def inspect_all(roots: Iterable[Path | str], *, tracking_uri: str | None = None,
-                backbones: Iterable[str] | None = None, display: Any = None) -> list[Any]:
+                backbones: Iterable[str] | None = None, storage_url: str | None = None,
+                display: Any = None) -> list[Any]:
     """Display checkpoints, per-study trials and plots, and a comparison; returns the studies.
 
     ``backbones`` limits the studies to ``hpo_<backbone>`` (and its timestamped siblings)."""
@@ -167,7 +170,7 @@ def inspect_all(roots: Iterable[Path | str], *, tracking_uri: str | None = None,
                             "params.checkpoint_path", "metrics.best_value",
                             "metrics.n_completed_trials") if c in runs.columns]
         display(runs[cols])
-    studies = load_studies(files)
+    studies = load_studies(files + ([storage_url] if storage_url else []))
     if backbones:
         wanted = tuple(f"hpo_{b}" for b in backbones)
         studies = [s for s in studies if s.study_name.startswith(wanted)]

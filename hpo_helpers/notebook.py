@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
     "01_setup_mlflow": ("project_dir", "config_dir", "experiment_name", "tracking_uri"),
     "02_run_hpo": ("project_dir", "config_dir", "hpo_config", "backbone", "dataset_path",
-                   "output_dir", "max_trials", "experiment_name", "auto_start", "start_fresh"),
+                   "output_dir", "max_trials", "experiment_name", "storage_url", "auto_start",
+                   "start_fresh"),
     "03_inspect_checkpoints": ("project_dir", "config_dir", "hpo_config", "output_dir",
-                               "tracking_uri", "backbones", "start_dashboard",
+                               "tracking_uri", "storage_url", "backbones", "start_dashboard",
                                "dashboard_port"),
 }
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}

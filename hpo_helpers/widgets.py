@@ -20,7 +20,15 @@ from .mlflow_setup import TrackingSetup
 from .paths import resolve
 from .runtime import Runtime, detect
 from .study import archive_study, lock_holder
-from .sweep import Configs, SweepEvents, SweepOutcome, load_configs, run_sweep, status
+from .sweep import (
+    Configs,
+    SweepEvents,
+    SweepOutcome,
+    load_configs,
+    run_sweep,
+    status,
+    storage_url_for,
+)
 
 __all__ = ["ResumePanel", "plan"]
 
@@ -28,16 +36,20 @@ logger = logging.getLogger(__name__)
 
 
 def plan(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | None = None,
-         runtime: Runtime | None = None) -> dict[str, Any]:
+         runtime: Runtime | None = None, storage_url: str | None = None) -> dict[str, Any]:
     """What a run would do now, read without taking the study's lock."""
-    info = status(cfg, backbone=backbone, output_dir=output_dir, runtime=runtime)
+    info = status(cfg, backbone=backbone, output_dir=output_dir, runtime=runtime,
+                  storage_url=storage_url)
     paths = None
-    if cfg.hpo.checkpoint.enabled:
+    if cfg.hpo.checkpoint.enabled and not storage_url_for(cfg.hpo, storage_url):
         paths = resolve(runtime or detect(), backbone=info["backbone"],
                         storage_path=cfg.hpo.checkpoint.storage_path, output_dir=output_dir)
     holder = lock_holder(paths.working_db) if paths else None
     max_trials = cfg.hpo.max_trials
-    if holder:
+    if info.get("workers"):
+        action = (f"Shared study: {info['n_complete']} of {max_trials} trials complete, "
+                  f"{len(info['workers'])} running on other workers")
+    elif holder:
         action = f"A sweep is running this study ({holder})"
     elif not info["exists"]:
         action = f"New study {info['study_name']}: 0 of {max_trials} trials"
@@ -47,8 +59,8 @@ def plan(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | 
         action = f"Resume: {info['n_complete']} of {max_trials} trials complete"
     info.update(action=action, running_elsewhere=holder,
                 stale=0 if holder else info["n_running"],
-                working_path=str(paths.working_db) if paths else None,
-                durable_path=str(paths.durable_db) if paths else None)
+                working_path=str(paths.working_db) if paths else info["checkpoint_path"],
+                durable_path=str(paths.durable_db) if paths else info["checkpoint_path"])
     return info
 
 
@@ -58,7 +70,7 @@ class ResumePanel(SweepEvents):
     def __init__(self, *, config_dir: Path | str, hpo_config: Any, backbone: str | None = None,
                  output_dir: Path | str | None = None, dataset_path: Path | str | None = None,
                  max_trials: int | None = None, tracking: TrackingSetup | None = None,
-                 runtime: Runtime | None = None) -> None:
+                 runtime: Runtime | None = None, storage_url: str | None = None) -> None:
         import dataclasses
 
         import ipywidgets as w
@@ -71,6 +83,7 @@ class ResumePanel(SweepEvents):
         self.output_dir = output_dir
         self.dataset_path = dataset_path
         self.tracking = tracking
+        self.storage_url = storage_url
         self.runtime = runtime or detect()
         self.outcome: SweepOutcome | None = None
         self.error: BaseException | None = None
@@ -104,7 +117,7 @@ class ResumePanel(SweepEvents):
     def refresh(self) -> dict[str, Any]:
         """Re-read the study and update the texts (safe while a sweep runs)."""
         info = plan(self.cfg, backbone=self.backbone, output_dir=self.output_dir,
-                    runtime=self.runtime)
+                    runtime=self.runtime, storage_url=self.storage_url)
         self.info = info
         self.where.value = (f"<b>Platform:</b> {self.runtime.kind} &nbsp; <b>durable:</b> "
                             f"<code>{info['durable_path']}</code> &nbsp; <b>working:</b> "
@@ -180,6 +193,9 @@ class ResumePanel(SweepEvents):
             self._log("Stop the running sweep before starting fresh")
             return []
         moved: list[Path] = []
+        if storage_url_for(self.cfg.hpo, self.storage_url):
+            self._log("Start fresh is not available for a shared study: set a new study_name")
+            return []
         if self.cfg.hpo.checkpoint.enabled:
             bb = self.backbone or self.cfg.hpo.backbone
             paths = resolve(self.runtime, backbone=bb,
@@ -207,7 +223,8 @@ class ResumePanel(SweepEvents):
             self.outcome = run_sweep(self.cfg, backbone=self.backbone,
                                      dataset_path=self.dataset_path, output_dir=self.output_dir,
                                      runtime=self.runtime, tracking=self.tracking, events=self,
-                                     stop_after_trial=self._stop_after)
+                                     stop_after_trial=self._stop_after,
+                                     storage_url=self.storage_url)
         except BaseException as exc:  # noqa: BLE001 - shown in the panel, re-raised if blocking
             self.error = exc
             self._log(f"Sweep stopped with an error: {exc}")

@@ -211,3 +211,20 @@ def test_unreachable_server_is_one_clear_error(project) -> None:
                                          r"postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/x"):
         run_sweep(cfg, output_dir=project.output_dir,
                   storage_url=f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/x")
+
+
+def test_panel_and_inspection_work_on_a_shared_study(project, pg_url) -> None:
+    from hpo_helpers.inspection import inspect_all
+    from hpo_helpers.widgets import ResumePanel
+
+    _shared_config(project, max_trials=2)
+    panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo,
+                        output_dir=project.output_dir, storage_url=pg_url, max_trials=1)
+    assert "New study hpo_tiny" in panel.action.value
+    assert PASSWORD not in panel.where.value
+    panel.resume(block=True)
+    assert panel.outcome.stop_reason == "Sweep complete: 1/1 trials COMPLETE"
+    shown: list = []
+    studies = inspect_all([], storage_url=pg_url, display=shown.append)
+    assert [s.study_name for s in studies] == ["hpo_tiny"]
+    assert any(hasattr(x, "columns") and "param_learning_rate" in x.columns for x in shown)

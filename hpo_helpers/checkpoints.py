@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import faults
 from .errors import CheckpointError
 from .snapshot import set_aside
 
@@ -25,8 +26,8 @@ __all__ = [
     "STATE_FILE",
     "TRAINING_FILE",
     "latest_checkpoint",
+    "quarantine",
     "read_state",
-    "set_aside",
     "write_checkpoint",
 ]
 
@@ -52,6 +53,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def quarantine(checkpoint: Path, why: str) -> Path:
+    """Move a bad checkpoint folder beside its trial folder, as
+    ``<trial>-<checkpoint>.<why>-<time>``: kept for inspection, out of the way of the trial (whose
+    folder is removed when it finishes), never deleted."""
+    trial_dir = checkpoint.parent
+    target = trial_dir.parent / f"{trial_dir.name}-{checkpoint.name}"
+    os.replace(checkpoint, target)
+    return set_aside(target, why)
+
+
 def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_state: dict,
                      state: dict[str, Any]) -> Path:
     """Write ``checkpoint-<step>`` atomically and drop the older complete ones."""
@@ -69,6 +80,7 @@ def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_
     for name in (MODEL_FILE, TRAINING_FILE, STATE_FILE):
         with open(tmp / name, "rb") as fh:
             os.fsync(fh.fileno())
+    faults.point("checkpoint_write")
     with open(tmp / MARKER, "w") as fh:
         fh.write(f"{step}\n")
         fh.flush()
@@ -97,7 +109,7 @@ def latest_checkpoint(trial_dir: Path) -> Path | None:
         if not m or not child.is_dir():
             continue
         if not (child / MARKER).is_file():
-            moved = set_aside(child, "incomplete")
+            moved = quarantine(child, "incomplete")
             logger.warning("Checkpoint %s has no completion marker (a write was cut off); "
                            "set aside as %s, the previous checkpoint is used.", child, moved.name)
             continue

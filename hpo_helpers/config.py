@@ -107,6 +107,7 @@ class HpoConfig:
     data_config: str = "data/demo.yaml"
     storage_url: str | None = None
     shared_checkpoint_dir: str | None = None
+    mirror_trial_checkpoints: bool | None = None
     heartbeat_interval: int = field(default=10, metadata=_rule(low=1, high=3600))
     grace_period: int = field(default=120, metadata=_rule(low=2, high=86_400))
     objective: ObjectiveConfig = ObjectiveConfig()
@@ -131,6 +132,8 @@ class TrainConfig:
     length_bucketing: bool = True
     pad_to_multiple_of: int = field(default=8, metadata=_rule(low=1, high=128))
     checkpoint_every_steps: int | None = field(default=None, metadata=_rule(low=1))
+    checkpoint_every_minutes: float | None = field(default=None, metadata=_rule(low=0,
+                                                                                low_open=True))
     torch_threads: int | None = field(default=None, metadata=_rule(low=1, high=256))
 
 

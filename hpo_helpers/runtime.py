@@ -57,17 +57,20 @@ def _colab_importable() -> bool:
 def detect(
     environ: Mapping[str, str] | None = None,
     *,
-    root: Path | str = "/",
+    root: Path | str | None = None,
     colab_importable: bool | None = None,
 ) -> Runtime:
     """Detect the runtime from ``environ`` (defaults to ``os.environ``).
 
     Colab: ``COLAB_GPU``/``COLAB_RELEASE_TAG`` set or ``google.colab`` importable; Drive counts as
     mounted when ``{root}/content/drive/MyDrive`` is a folder. Kaggle: ``KAGGLE_KERNEL_RUN_TYPE``.
-    Azure ML job: ``AZUREML_RUN_ID``. Anything else is local.
+    Azure ML job: ``AZUREML_RUN_ID``. Anything else is local. ``root`` defaults to
+    ``HPO_RUNTIME_ROOT`` or ``/``.
     """
     env = os.environ if environ is None else environ
-    root_path = Path(root)
+    # HPO_RUNTIME_ROOT moves "/" (for /content, /kaggle) elsewhere: sandboxes and the tests
+    # that run real processes on a simulated Colab or Kaggle file system.
+    root_path = Path(root if root is not None else env.get("HPO_RUNTIME_ROOT") or "/")
     if colab_importable is None:
         colab_importable = _colab_importable() if environ is None else False
     if env.get("COLAB_GPU") is not None or env.get("COLAB_RELEASE_TAG") or colab_importable:

@@ -7,16 +7,19 @@ durable copy, checked, and moved into place with ``os.replace``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
 
+from . import faults
+
 __all__ = [
     "check_database",
     "enable_wal",
-    "restore",
+    "fetch",
     "restore_if_newer",
     "set_aside",
     "snapshot",
@@ -61,37 +64,90 @@ def enable_wal(path: Path) -> None:
         con.close()
 
 
+def _copy_bytes(source: Path, target: Path) -> str:
+    """Plain file copy (no SQLite on either side), fsynced; returns the sha256 of the bytes."""
+    digest = hashlib.sha256()
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        copied = 0
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+            digest.update(chunk)
+            copied += len(chunk)
+            if copied >= size // 2 and copied - len(chunk) < size // 2:
+                faults.point("snapshot_copy")
+        dst.flush()
+        os.fsync(dst.fileno())
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def snapshot(source: Path, target: Path) -> Path:
-    """Copy live database ``source`` to ``target`` atomically (backup API + ``os.replace``)."""
+    """Copy live database ``source`` (local disk) to ``target`` (durable) atomically.
+
+    SQLite's online backup API writes a consistent copy into a temporary file beside the
+    source, on local disk; it is integrity-checked there, copied byte for byte to
+    ``<target>.tmp-<pid>``, verified by checksum and moved into place with ``os.replace``.
+    SQLite never opens a file in the durable folder (Drive's FUSE mount breaks its locking).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    local = source.with_name(f"{source.name}.snapshot-{os.getpid()}")
+    remote = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_S)
     try:
-        dst = sqlite3.connect(tmp)
+        dst = sqlite3.connect(local)
         try:
             src.backup(dst)
-            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file on the mount
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
         finally:
             dst.close()
     finally:
         src.close()
-    problem = check_database(tmp)
-    if problem:
-        raise OSError(f"snapshot copy {tmp} failed its check: {problem}")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    try:
+        problem = check_database(local)
+        if problem:
+            raise OSError(f"snapshot of {source} failed its integrity check: {problem}")
+        written = _copy_bytes(local, remote)
+        if _sha256(remote) != written:
+            raise OSError(f"snapshot copy {remote} does not match what was written")
+        os.replace(remote, target)
+    finally:
+        local.unlink(missing_ok=True)
+        remote.unlink(missing_ok=True)
     logger.info("Snapshot written: %s", target)
     return target
 
 
-def restore(source: Path, target: Path) -> None:
-    """Copy durable snapshot ``source`` to the local working path ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("-wal", "-shm"):  # stale WAL of an older local copy must not replay
-        Path(str(target) + suffix).unlink(missing_ok=True)
-    snapshot(source, target)
-    logger.info("Restored the study from the durable copy %s to %s", source, target)
+def fetch(durable: Path, working: Path) -> str | None:
+    """Replace ``working`` with a checked copy of ``durable``; what is wrong with it, or None.
+
+    The durable file is copied byte for byte to local disk and checked there; a damaged copy
+    is renamed aside in the durable folder (never deleted) and ``working`` is left alone.
+    """
+    working.parent.mkdir(parents=True, exist_ok=True)
+    local = working.with_name(f"{working.name}.restore-{os.getpid()}")
+    try:
+        _copy_bytes(durable, local)
+        problem = check_database(local)
+        if problem:
+            moved = set_aside(durable, "corrupt")
+            logger.error("Durable copy %s is damaged (%s): renamed to %s", durable, problem,
+                         moved.name)
+            return problem
+        for suffix in ("-wal", "-shm"):  # a stale WAL of an older local copy must not replay
+            Path(str(working) + suffix).unlink(missing_ok=True)
+        os.replace(local, working)
+    finally:
+        local.unlink(missing_ok=True)
+    logger.info("Restored the study from the durable copy %s to %s", durable, working)
+    return None
 
 
 def set_aside(path: Path, why: str) -> Path:
@@ -108,14 +164,15 @@ def set_aside(path: Path, why: str) -> Path:
 def restore_if_newer(working: Path, durable: Path) -> None:
     """Before opening ``working``: use the durable copy when the local one is missing or older.
 
-    A damaged durable copy is renamed aside (never deleted) and the local copy is kept.
+    Left-over ``<durable>.tmp-*`` files of a snapshot cut off mid-copy are renamed aside.
     """
-    if durable == working or not durable.exists():
+    if durable == working:
         return
-    problem = check_database(durable)
-    if problem:
-        moved = set_aside(durable, "corrupt")
-        logger.error("Durable copy %s is damaged (%s): renamed to %s", durable, problem, moved)
+    for partial in durable.parent.glob(durable.name + ".tmp-*") if durable.parent.is_dir() else ():
+        moved = set_aside(partial, "partial")
+        logger.warning("Found %s, a snapshot copy cut off midway: renamed to %s; the previous "
+                       "complete snapshot is used", partial.name, moved.name)
+    if not durable.exists():
         return
     if not working.exists() or working.stat().st_mtime < durable.stat().st_mtime:
-        restore(durable, working)
+        fetch(durable, working)

@@ -32,7 +32,7 @@ from .snapshot import (
     BUSY_TIMEOUT_S,
     check_database,
     enable_wal,
-    restore,
+    fetch,
     restore_if_newer,
     set_aside,
 )
@@ -243,8 +243,7 @@ def _prepare_database(paths: StudyPaths) -> None:
                 side = Path(str(working) + suffix)
                 if side.exists():
                     set_aside(side, "corrupt")
-            if paths.snapshots_needed and durable.exists() and not check_database(durable):
-                restore(durable, working)
+            if paths.snapshots_needed and durable.exists() and fetch(durable, working) is None:
                 logger.error("Study database %s is damaged (%s): renamed to %s; restored the "
                              "newest good snapshot %s", working, problem, moved, durable)
             else:

@@ -40,6 +40,8 @@ from .encoding import Window, encode_documents
 from .errors import CheckpointError, ConfigError, SweepFailedError
 from .paths import StudyPaths, resolve
 from .runtime import Runtime, detect
+from . import faults
+from .mirror import CheckpointMirror, folder_bytes
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .snapshot import snapshot
 from .redaction import mask
@@ -72,6 +74,7 @@ class SweepOutcome:
     stop_reason: str = ""
     recovered: list[int] = field(default_factory=list)
     checkpoint_path: str | None = None  # durable study file, or the masked storage URL
+    bytes_kept: dict[str, int] = field(default_factory=dict)
 
 
 class SweepEvents:
@@ -293,7 +296,8 @@ def _progress(total: int, initial: int, desc: str) -> Any:
 
 def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs,
                ckpt_dir: Path | None, seed: int, stop: _StopRequest,
-               tracker: SweepTracker, events: SweepEvents) -> tuple[float, FitResult]:
+               tracker: SweepTracker, events: SweepEvents,
+               on_checkpoint: Any = None) -> tuple[float, FitResult]:
     """Train every fold of one trial; returns the objective and the last fold's result."""
     import optuna
 
@@ -331,7 +335,8 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
                                  train_windows=train_w, eval_docs=eval_docs, eval_windows=eval_w,
                                  params=params, cfg=cfg.train, seed=seed + f,
                                  checkpoint_dir=fold_dir, on_epoch=on_epoch,
-                                 should_stop=stop.is_set, on_step=on_step)
+                                 should_stop=stop.is_set, on_step=on_step,
+                                 on_checkpoint=on_checkpoint)
                     break
                 except CheckpointError as exc:
                     if attempt:
@@ -392,7 +397,8 @@ class _Sweep:
     def __init__(self, cfg: Configs, opened: OpenedStudy, prep: _Prepared,
                  trials_root: Path | None, models_root: Path | None, stop: _StopRequest,
                  tracker: SweepTracker, events: SweepEvents,
-                 stop_after_trial: threading.Event | None, outcome: SweepOutcome) -> None:
+                 stop_after_trial: threading.Event | None, outcome: SweepOutcome,
+                 mirror: CheckpointMirror | None = None) -> None:
         self.cfg, self.hpo = cfg, cfg.hpo
         self.opened, self.study, self.shared = opened, opened.study, opened.shared
         self.prep = prep
@@ -400,6 +406,7 @@ class _Sweep:
         self.stop, self.tracker, self.events = stop, tracker, events
         self.stop_after_trial = stop_after_trial
         self.outcome = outcome
+        self.mirror = mirror
         self.session_start = time.monotonic()
         self.failures_in_a_row = 0
         self._waiting_logged = False
@@ -486,16 +493,22 @@ class _Sweep:
         self.outcome.trials_run += 1
         tracker.trial_started(trial, params)
         events.trial_started(trial.number, params, trial.user_attrs.get("retry_of"))
+        mirror = self.mirror
+        if mirror is not None and ckpt_dir is not None:
+            # The durable study must know this trial and its params, so that a fresh VM finds
+            # it RUNNING, retries it with the same params and continues from the mirror.
+            _snapshot(self.opened.paths, self.tracker.setup)
+            mirror.pull(ckpt_dir)  # a fresh VM continues from the durable copy
         try:
             value, result = _run_trial(trial, params, self.prep, self.cfg, ckpt_dir, seed,
-                                       self.stop, tracker, events)
+                                       self.stop, tracker, events,
+                                       mirror.submit if mirror is not None else None)
         except optuna.TrialPruned as exc:
             study.tell(trial, state=TrialState.PRUNED)
             self._record(trial, "PRUNED", None)
             logger.info("Trial %d pruned: %s", trial.number, exc)
             self.failures_in_a_row = 0
-            if ckpt_dir is not None:
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            self._drop_checkpoints(ckpt_dir)
             return True
         except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
             last_error = f"{type(exc).__name__}: {exc}"
@@ -505,8 +518,7 @@ class _Sweep:
             self.failures_in_a_row += 1
             logger.exception("Trial %d failed (%d in a row)", trial.number,
                              self.failures_in_a_row)
-            if ckpt_dir is not None:  # a failed trial is not retried: free its disk
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            self._drop_checkpoints(ckpt_dir)  # a failed trial is not retried: free its disk
             if self.failures_in_a_row >= hpo.max_failed_trials:
                 raise SweepFailedError(
                     f"{self.failures_in_a_row} trials failed in a row (max_failed_trials = "
@@ -514,6 +526,8 @@ class _Sweep:
                     "trials are kept. Fix the cause, then re-run to continue.") from exc
             return True
         if result.interrupted:
+            if mirror is not None:
+                mirror.flush()  # the saved position must reach the durable folder first
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)
             requeue(study, trial)
@@ -524,6 +538,7 @@ class _Sweep:
             return False
         self.failures_in_a_row = 0
         study.tell(trial, value)
+        faults.point("db_commit")
         self._record(trial, "COMPLETE", value)
         trial_bar.update(1)
         logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number, value,
@@ -531,8 +546,29 @@ class _Sweep:
         if ckpt_dir is not None and self.models_root is not None:
             _keep_top_k(study, self.models_root, hpo.keep_top_k, trial.number,
                         ckpt_dir / BEST_MODEL_DIR)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        self._drop_checkpoints(ckpt_dir)
+        self._report_disk()
         return True
+
+    def _drop_checkpoints(self, ckpt_dir: Path | None) -> None:
+        if ckpt_dir is None:
+            return
+        if self.mirror is not None:
+            self.mirror.discard(ckpt_dir.name)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes kept: checkpoints of unfinished trials (working, mirrored) and best models."""
+        return {"checkpoints": folder_bytes(self.trials_root),
+                "mirrored_checkpoints": folder_bytes(self.mirror.durable_root
+                                                     if self.mirror else None),
+                "best_models": folder_bytes(self.models_root)}
+
+    def _report_disk(self) -> None:
+        usage = self.disk_usage()
+        self.outcome.bytes_kept = usage
+        logger.info("Disk kept: %s", ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.1f} MB"
+                                                for k, v in usage.items()))
 
     def _record(self, trial: Any, state: str, value: float | None) -> None:
         self.tracker.trial_finished(self.study, trial, state, value)
@@ -563,7 +599,11 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     if local is not None:
-        cache = local.working_dir / ".backbones" / f"{backbone_name}-{dataset.fingerprint}"
+        # Durable (and shared across workers): the tiny tokenizer is trained once per dataset,
+        # and a checkpoint only fits the vocabulary it was trained with.
+        base = Path(hpo.shared_checkpoint_dir) if url and hpo.shared_checkpoint_dir \
+            else local.durable_dir
+        cache = base / ".backbones" / f"{backbone_name}-{dataset.fingerprint}"
     else:
         import tempfile
 
@@ -603,8 +643,15 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                            recovered=opened.recovered, checkpoint_path=checkpoint_path)
     stop = stop or _StopRequest()
     events = events or SweepEvents()
+    mirror = None
+    mirror_on = hpo.mirror_trial_checkpoints
+    if mirror_on is None:  # default: on where the working folder dies with the VM (Colab)
+        mirror_on = opened.paths is not None and opened.paths.snapshots_needed
+    if mirror_on and opened.paths is not None and trials_root is not None:
+        mirror = CheckpointMirror(trials_root,
+                                  opened.paths.durable_db.parent / "trials" / opened.study_name)
     sweep = _Sweep(cfg, opened, prep, trials_root, models_root, stop, tracker, events,
-                   stop_after_trial, outcome)
+                   stop_after_trial, outcome, mirror)
     try:
         if opened.paths is not None:
             study.set_user_attr("sessions", int(study.user_attrs.get("sessions", 0)) + 1)
@@ -627,6 +674,8 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
         failed = sys.exc_info()[0] is not None
         tracker.close("KILLED" if outcome.interrupted or failed and isinstance(
             sys.exc_info()[1], KeyboardInterrupt) else "FAILED" if failed else "FINISHED")
+        if mirror is not None:
+            mirror.close()
         _snapshot(opened.paths, tracking)
         opened.close()
         events.sweep_finished(outcome)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .backbones import Backbone
-from .checkpoints import latest_checkpoint, read_state, set_aside, write_checkpoint
+from . import faults
+from .checkpoints import latest_checkpoint, quarantine, read_state, write_checkpoint
 from .config import TrainConfig
 from .data import Document
 from .encoding import IGNORE, Window, merge_predictions
@@ -165,13 +166,16 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         cfg: TrainConfig, seed: int, checkpoint_dir: Path | None,
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-        on_step: Callable[[int, int], None] | None = None) -> FitResult:
+        on_step: Callable[[int, int], None] | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None) -> FitResult:
     """Train with ``params``, resuming from the latest checkpoint in ``checkpoint_dir``.
 
     ``on_epoch(epoch, metrics)`` runs after each epoch's checkpoint is safe (it may raise
     ``optuna.TrialPruned``); epochs restored from a checkpoint are replayed through it first.
     ``should_stop()`` is polled after every step: when true, a checkpoint of the exact position
-    is written and the result says ``interrupted``.
+    is written and the result says ``interrupted``. Checkpoints are written at every epoch end
+    and also every ``cfg.checkpoint_every_steps`` steps / ``cfg.checkpoint_every_minutes``
+    minutes; ``on_checkpoint(path)`` runs after each (the sweep mirrors it to durable storage).
     """
     import torch
 
@@ -203,13 +207,19 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
     if ckpt is not None:
         model_state, training, state = read_state(ckpt)
         if not params_match(state.get("params", {}), params):
-            moved = set_aside(ckpt, "mismatch")
+            moved = quarantine(ckpt, "mismatch")
             raise CheckpointError(
                 f"checkpoint {ckpt} was written for params {state.get('params')}, not this "
                 f"trial's {params}; set aside as {moved.name}.")
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(training["optimizer"])
-        scheduler.load_state_dict(training["scheduler"])
+        try:
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(training["optimizer"])
+            scheduler.load_state_dict(training["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            moved = quarantine(ckpt, "mismatch")
+            raise CheckpointError(
+                f"checkpoint {ckpt} does not fit this trial's model ("
+                f"{str(exc).splitlines()[0][:200]}); set aside as {moved.name}.") from None
         _set_rng_state(training["rng"])
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         result.history = list(state["history"])
@@ -223,10 +233,14 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         if on_epoch:
             on_epoch(epoch, metrics)
 
+    last_save = time.monotonic()
+
     def save(epoch: int, step_in_epoch: int) -> None:
+        nonlocal last_save
+        last_save = time.monotonic()
         if checkpoint_dir is None:
             return
-        write_checkpoint(
+        path = write_checkpoint(
             checkpoint_dir, result.global_step,
             model_state=model.state_dict(),
             training_state={"optimizer": optimizer.state_dict(),
@@ -237,6 +251,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
                    "epoch_loss_sum": loss_sum if step_in_epoch else 0.0,
                    "epoch_loss_n": loss_n if step_in_epoch else 0},
         )
+        if on_checkpoint is not None:
+            on_checkpoint(path)
 
     for epoch in range(start_epoch, epochs):
         plan = _batch_plan(train_windows, batch_size, seed, epoch, cfg.length_bucketing)
@@ -257,6 +273,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
             loss_n += 1
             result.global_step += 1
             result.steps_this_session += 1
+            logger.debug("step %d/%d", result.global_step, total)
+            faults.point("train_step")
             if on_step:
                 on_step(result.global_step, total)
             last = step_in_epoch + 1 == len(plan)
@@ -264,8 +282,11 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
                 save(epoch, step_in_epoch + 1)
                 result.interrupted = True
                 return result
-            if (not last and cfg.checkpoint_every_steps
-                    and result.global_step % cfg.checkpoint_every_steps == 0):
+            due = (cfg.checkpoint_every_steps
+                   and result.global_step % cfg.checkpoint_every_steps == 0) or (
+                cfg.checkpoint_every_minutes
+                and time.monotonic() - last_save >= cfg.checkpoint_every_minutes * 60)
+            if not last and due:
                 save(epoch, step_in_epoch + 1)
         metrics = evaluate(model, eval_docs, eval_windows, labels, cfg, pad_id)
         metrics["train_loss"] = loss_sum / max(1, loss_n)

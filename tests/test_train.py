@@ -95,7 +95,8 @@ def test_incomplete_checkpoint_is_set_aside_and_previous_used(setup, tmp_path) -
     (broken / MARKER).unlink()
     assert latest_checkpoint(tmp_path) == good
     assert not broken.exists()
-    assert any(p.name.startswith(broken.name + ".incomplete-") for p in tmp_path.iterdir())
+    assert any(p.name.startswith(f"{tmp_path.name}-{broken.name}.incomplete-")
+               for p in tmp_path.parent.iterdir())
 
 
 def test_checkpoint_of_other_params_is_refused_and_kept(setup, tmp_path) -> None:
@@ -109,7 +110,7 @@ def test_checkpoint_of_other_params_is_refused_and_kept(setup, tmp_path) -> None
         fit(backbone=setup["bb"], labels=setup["ds"].labels, train_windows=setup["tw"],
             eval_docs=setup["ds"].validation, eval_windows=setup["ew"], params=other,
             cfg=setup["cfg"], seed=11, checkpoint_dir=tmp_path)
-    assert any(".mismatch-" in p.name for p in tmp_path.iterdir())
+    assert any(".mismatch-" in p.name for p in tmp_path.parent.iterdir())
 
 
 @pytest.mark.parametrize("name", ["tiny", "minilm"])

@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .paths import mlflow_db_paths
 from .redaction import mask
 from .runtime import Runtime, detect, environ
-from .snapshot import restore_if_newer
+from .snapshot import restore_if_missing
 
 __all__ = ["TrackingSetup", "setup_mlflow_cross_platform", "setup_mlflow_from_config"]
 
@@ -90,7 +90,7 @@ def _local(experiment_name: str, runtime: Runtime, tracking_uri: str | None,
             return _activate(TrackingSetup(tracking_uri, experiment_name, exp_id, azure=False))
         working, durable = mlflow_db_paths(runtime, cwd=cwd)
         working.parent.mkdir(parents=True, exist_ok=True)
-        restore_if_newer(working, durable)
+        restore_if_missing(working, durable)
         uri = f"sqlite:///{working}"
         exp_id = _experiment(uri, experiment_name, working.parent / "artifacts")
         return _activate(TrackingSetup(uri, experiment_name, exp_id, azure=False,

@@ -20,7 +20,7 @@ __all__ = [
     "check_database",
     "enable_wal",
     "fetch",
-    "restore_if_newer",
+    "restore_if_missing",
     "set_aside",
     "snapshot",
 ]
@@ -161,10 +161,13 @@ def set_aside(path: Path, why: str) -> Path:
     return target
 
 
-def restore_if_newer(working: Path, durable: Path) -> None:
-    """Before opening ``working``: use the durable copy when the local one is missing or older.
+def restore_if_missing(working: Path, durable: Path) -> None:
+    """Before opening ``working``: restore it from the durable copy when it is missing.
 
-    Left-over ``<durable>.tmp-*`` files of a snapshot cut off mid-copy are renamed aside.
+    The durable copy only ever receives snapshots of the working file, so a working file that
+    exists (same VM) is at least as new; file times cannot tell, because WAL-mode writes land
+    in ``-wal`` and leave the main file's time alone. Left-over ``<durable>.tmp-*`` files of a
+    snapshot cut off mid-copy are renamed aside.
     """
     if durable == working:
         return
@@ -172,7 +175,5 @@ def restore_if_newer(working: Path, durable: Path) -> None:
         moved = set_aside(partial, "partial")
         logger.warning("Found %s, a snapshot copy cut off midway: renamed to %s; the previous "
                        "complete snapshot is used", partial.name, moved.name)
-    if not durable.exists():
-        return
-    if not working.exists() or working.stat().st_mtime < durable.stat().st_mtime:
+    if durable.exists() and not working.exists():
         fetch(durable, working)

@@ -33,7 +33,7 @@ from .snapshot import (
     check_database,
     enable_wal,
     fetch,
-    restore_if_newer,
+    restore_if_missing,
     set_aside,
 )
 
@@ -234,7 +234,7 @@ def recover_interrupted(study: Any) -> list[int]:
 def _prepare_database(paths: StudyPaths) -> None:
     """Bring a healthy database to ``paths.working_db`` (restore, set aside corrupt copies)."""
     working, durable = paths.working_db, paths.durable_db
-    restore_if_newer(working, durable)
+    restore_if_missing(working, durable)
     if working.exists():
         problem = check_database(working)
         if problem:

@@ -471,14 +471,23 @@ class _Sweep:
             beat = self.shared.heartbeat(trial, self.hpo.heartbeat_interval) \
                 if self.shared is not None else contextlib.nullcontext()
             with beat:
-                keep_going = self._run_one(trial, trial_bar)
+                keep_going, finished_dir = self._run_one(trial, trial_bar)
             _free_memory()
+            # The durable study must record the trial's end before its checkpoints go: a kill
+            # in between then costs nothing (the trial is done) instead of the whole trial.
             _snapshot(self.opened.paths, self.tracker.setup)
+            if finished_dir is not None:
+                self._drop_checkpoints(finished_dir)
+                self._report_disk()
             if not keep_going:
                 return
 
-    def _run_one(self, trial: Any, trial_bar: Any) -> bool:
-        """Train and record one trial; False when the sweep must stop (interrupted)."""
+    def _run_one(self, trial: Any, trial_bar: Any) -> tuple[bool, Path | None]:
+        """Train and record one trial.
+
+        Returns whether the sweep goes on (False: interrupted) and the checkpoint folder to
+        drop once the study is snapshotted (None: keep it, the trial will be retried).
+        """
         import optuna
         from optuna.trial import TrialState
 
@@ -508,8 +517,7 @@ class _Sweep:
             self._record(trial, "PRUNED", None)
             logger.info("Trial %d pruned: %s", trial.number, exc)
             self.failures_in_a_row = 0
-            self._drop_checkpoints(ckpt_dir)
-            return True
+            return True, ckpt_dir
         except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
             last_error = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("error", last_error[:1000])
@@ -518,13 +526,13 @@ class _Sweep:
             self.failures_in_a_row += 1
             logger.exception("Trial %d failed (%d in a row)", trial.number,
                              self.failures_in_a_row)
-            self._drop_checkpoints(ckpt_dir)  # a failed trial is not retried: free its disk
             if self.failures_in_a_row >= hpo.max_failed_trials:
+                self._drop_checkpoints(ckpt_dir)
                 raise SweepFailedError(
                     f"{self.failures_in_a_row} trials failed in a row (max_failed_trials = "
                     f"{hpo.max_failed_trials}); last error: {last_error}. Finished "
                     "trials are kept. Fix the cause, then re-run to continue.") from exc
-            return True
+            return True, ckpt_dir  # a failed trial is not retried: free its disk
         if result.interrupted:
             if mirror is not None:
                 mirror.flush()  # the saved position must reach the durable folder first
@@ -535,7 +543,7 @@ class _Sweep:
             self.outcome.interrupted = True
             logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s and the trial "
                            "re-queued", trial.number, result.global_step, ckpt_dir)
-            return False
+            return False, None
         self.failures_in_a_row = 0
         study.tell(trial, value)
         faults.point("db_commit")
@@ -546,9 +554,7 @@ class _Sweep:
         if ckpt_dir is not None and self.models_root is not None:
             _keep_top_k(study, self.models_root, hpo.keep_top_k, trial.number,
                         ckpt_dir / BEST_MODEL_DIR)
-        self._drop_checkpoints(ckpt_dir)
-        self._report_disk()
-        return True
+        return True, ckpt_dir
 
     def _drop_checkpoints(self, ckpt_dir: Path | None) -> None:
         if ckpt_dir is None:

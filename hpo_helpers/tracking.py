@@ -117,18 +117,48 @@ class SweepTracker:
                                step=sessions)
         for number in recovered:
             self.trial_interrupted(study.get_trials(deepcopy=False)[number])
+        if existing is not None:
+            self._reconcile(study)
         self.update_parent(study)
         logger.info("MLflow parent run %s %s", self.parent_id,
                     "reopened" if existing is not None else "created")
 
     @_guarded
     def trial_interrupted(self, trial: Any) -> None:
-        """End the child run of a trial whose process died (KILLED)."""
+        """End the child run of a trial whose process died (KILLED).
+
+        Also when MLflow already had it FINISHED: on Colab the MLflow snapshot can be newer
+        than the study's, and the study is what counts.
+        """
         child = self._find_run(trial.user_attrs.get(CHILD_ATTR))
-        if child is not None and child.info.status == "RUNNING":
+        if child is not None and child.info.status != "KILLED":
             self.client.set_tag(child.info.run_id, "trial_state", "FAIL")
             self.client.set_tag(child.info.run_id, "interrupted", "true")
             self.client.set_terminated(child.info.run_id, status="KILLED")
+
+    def _reconcile(self, study: Any) -> None:
+        """Children left RUNNING whose trial the study knows as finished: a kill fell between
+        the study's snapshot and MLflow's. Make MLflow agree with the study."""
+        from optuna.trial import TrialState
+
+        stale = self.client.search_runs(
+            [self.setup.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and "
+                          "attributes.status = 'RUNNING'", max_results=1000)
+        trials = study.get_trials(deepcopy=False)
+        for run in stale:
+            number = int(run.data.tags.get("trial_number", -1))
+            if not 0 <= number < len(trials):
+                continue
+            trial = trials[number]
+            if trial.state == TrialState.COMPLETE:
+                self.client.log_metric(run.info.run_id, f"final_{self.metric}",
+                                       float(trial.value))
+                self.client.set_tag(run.info.run_id, "trial_state", "COMPLETE")
+                self.client.set_terminated(run.info.run_id, status="FINISHED")
+            elif trial.state.is_finished():
+                self.client.set_tag(run.info.run_id, "trial_state", trial.state.name)
+                self.client.set_terminated(run.info.run_id, status="KILLED")
 
     @_guarded
     def trial_started(self, trial: Any, params: dict[str, Any]) -> None:

@@ -1,0 +1,299 @@
+"""Kill a real sweep again and again at awkward moments, resume it, and check that nothing is lost.
+
+Runs ``python -m hpo_helpers run`` (tiny backbone, MLflow on) on a simulated Colab layout
+(``HPO_RUNTIME_ROOT``: local working disk + a "Drive" folder) as a subprocess, and SIGKILLs it
+N times: at fault points inside the process (``HPO_FAULT_KILL_AT``: a training step, a
+checkpoint write before its marker, a checkpoint mirror half-copied, a study snapshot
+half-copied, a trial told to the study but not yet snapshotted) or after a random delay.
+Every ``--fresh-vm-every`` kills the working folder is deleted as if the VM were gone. Then the
+sweep is resumed until the study is complete, and compared with an uninterrupted run of the
+same seed. One JSON line goes to stdout; ``--check`` exits 1 when an invariant fails.
+
+    python benchmarks/fault_injection.py --kills 5
+    python benchmarks/fault_injection.py --kills 30 --seed 3 --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVE = ("content", "drive", "MyDrive")
+DURABLE = ("content", "drive", "MyDrive", "resume-ner-checkpoints", "hpo", "tiny")
+WORKING = ("content", "resume-ner", "outputs", "hpo", "tiny")
+MLFLOW_DURABLE = ("content", "drive", "MyDrive", "resume-ner-checkpoints", "mlruns", "mlflow.db")
+POINTS = ["train_step", "checkpoint_write", "checkpoint_mirror", "snapshot_copy", "db_commit",
+          "timer"]
+STEP = re.compile(r"hpo_helpers\.train: step (\d+)/(\d+)")
+STARTED = re.compile(r"Trial (\d+) started( \(retry of trial (\d+)\))?")
+RESTORED = re.compile(r"Checkpoint restored: .* \(epoch \d+, step (\d+) of \d+\)")
+
+
+def _project(work: Path, args: argparse.Namespace) -> Path:
+    config = work / "config"
+    shutil.copytree(REPO / "config", config)
+    data = yaml.safe_load((config / "data" / "demo.yaml").read_text())
+    data.update(path=str(REPO / "dataset"), max_train_documents=args.docs,
+                max_eval_documents=6)
+    (config / "data" / "fi.yaml").write_text(yaml.safe_dump(data))
+    train = yaml.safe_load((config / "train.yaml").read_text())
+    train.update(max_length=64, stride=16, torch_threads=1,
+                 checkpoint_every_steps=args.checkpoint_every_steps)
+    (config / "train.yaml").write_text(yaml.safe_dump(train))
+    hpo = {
+        "backbone": "tiny", "max_trials": args.max_trials, "data_config": "data/fi.yaml",
+        "sampler": {"type": "tpe", "seed": args.seed, "n_startup_trials": 2},
+        "pruner": {"type": "none"}, "max_failed_trials": 3,
+        "checkpoint": {"enabled": True, "storage_path": "{backbone}/study.db"},
+        "search_space": {
+            "learning_rate": {"type": "loguniform", "low": 1e-3, "high": 3e-3},
+            "batch_size": 4, "dropout": {"type": "uniform", "low": 0.0, "high": 0.2},
+            "weight_decay": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+            "warmup_ratio": {"type": "uniform", "low": 0.0, "high": 0.1},
+            "epochs": args.epochs,
+        },
+    }
+    path = config / "hpo" / "fi.yaml"
+    path.write_text(yaml.safe_dump(hpo))
+    return path
+
+
+def _env(root: Path, kill_at: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB_", "KAGGLE_"))}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
+               COLAB_RELEASE_TAG="fault-injection", HPO_RUNTIME_ROOT=str(root))
+    env.pop("HPO_FAULT_KILL_AT", None)
+    if kill_at:
+        env["HPO_FAULT_KILL_AT"] = kill_at
+    return env
+
+
+def _run(root: Path, hpo: Path, kill_at: str | None, delay: float | None) -> tuple[int, str,
+                                                                                    float]:
+    cmd = [sys.executable, "-m", "hpo_helpers", "run", "--config", str(hpo), "--debug",
+           "--mlflow-experiment", "fault-injection"]
+    start = time.monotonic()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, env=_env(root, kill_at), stdout=log,
+                                stderr=subprocess.STDOUT, cwd=root / "content")
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        log.seek(0)
+        out = "\n".join(ln for ln in log.read().splitlines() if "hpo_helpers" in ln
+                        or "error" in ln.lower())
+    return proc.returncode, out, time.monotonic() - start
+
+
+def _query(db: Path, sql: str) -> list[tuple]:
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+
+
+def _complete(db: Path) -> dict[int, float]:
+    return dict(_query(db, "SELECT t.number, v.value FROM trials t JOIN trial_values v ON "
+                           "v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'"))
+
+
+def _last_trial_steps(out: str) -> tuple[int | None, int, int]:
+    """(trial number, steps reached, steps per trial) of the last trial this run worked on."""
+    trial, reached, total = None, 0, 0
+    for line in out.splitlines():
+        m = STARTED.search(line)
+        if m:
+            trial, reached = int(m.group(1)), 0
+        m = STEP.search(line)
+        if m:
+            reached, total = int(m.group(1)), int(m.group(2))
+    return trial, reached, total
+
+
+def _resumed_step(out: str, trial: int) -> tuple[int | None, int | None]:
+    """``(retry number, step it continued from)`` for the retry of ``trial`` in this run.
+
+    The step is 0 when the retry trained from scratch, None when the run died before the retry
+    got to train (then the next retry in the chain tells).
+    """
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        m = STARTED.search(line)
+        if m and m.group(3) is not None and int(m.group(3)) == trial:
+            for nxt in lines[i + 1:]:
+                if STARTED.search(nxt):
+                    break
+                r = RESTORED.search(nxt)
+                if r:
+                    return int(m.group(1)), int(r.group(1))
+                if STEP.search(nxt):
+                    return int(m.group(1)), 0
+            return int(m.group(1)), None
+    return None, None
+
+
+def _mlflow_consistency(db: Path, n_complete: int) -> dict:
+    runs = _query(db, "SELECT r.run_uuid, r.status, (SELECT value FROM tags t WHERE t.run_uuid ="
+                      " r.run_uuid AND t.key = 'hpo.kind'), (SELECT value FROM tags t WHERE "
+                      "t.run_uuid = r.run_uuid AND t.key = 'trial_state') FROM runs r")
+    parents = [r for r in runs if r[2] == "sweep"]
+    finished_complete = [r for r in runs if r[3] == "COMPLETE" and r[1] == "FINISHED"]
+    return {"parents": len(parents), "finished_children_of_complete": len(finished_complete),
+            "ok": len(parents) == 1 and len(finished_complete) == n_complete}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--fresh-vm-every", type=int, default=2,
+                   help="delete the working folder after every k-th kill (0: never)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-trials", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--docs", type=int, default=24)
+    p.add_argument("--checkpoint-every-steps", type=int, default=4)
+    p.add_argument("--check", action="store_true", help="exit 1 when an invariant fails")
+    p.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = p.parse_args(argv)
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="hpo-fault-"))
+    report: dict = {"kills": 0, "fresh_vm_kills": 0, "kill_points": {}}
+    try:
+        # Uninterrupted reference run, same seed, its own VM.
+        ref_root = work / "reference"
+        ref_root.joinpath(*DRIVE).mkdir(parents=True)
+        hpo = _project(work, args)
+        rc, out, ref_wall = _run(ref_root, hpo, None, None)
+        if rc != 0:
+            raise SystemExit(f"reference run failed ({rc}):\n{out[-3000:]}")
+        ref_best = max(_complete(ref_root.joinpath(*DURABLE, "study.db")).values())
+
+        root = work / "vm"
+        root.joinpath(*DRIVE).mkdir(parents=True)
+        durable_db = root.joinpath(*DURABLE, "study.db")
+        working_db = root.joinpath(*WORKING, "study.db")
+        seen_complete: dict[int, float] = {}
+        redone: list[dict] = []
+        pending: tuple[int, int, bool, int] | None = None  # trial, steps reached, fresh, interval
+        total_wall = 0.0
+        runs = 0
+        while True:
+            done = len(_complete(working_db if working_db.exists() else durable_db)) >= \
+                args.max_trials
+            kill_at, delay = None, None
+            if report["kills"] < args.kills and not done:
+                point = rng.choice(POINTS)
+                if point == "timer":
+                    delay = rng.uniform(6.0, 20.0)
+                else:
+                    n = rng.randint(1, 30) if point == "train_step" else rng.randint(1, 3)
+                    kill_at = f"{point}:{n}"
+                report["kill_points"][point] = report["kill_points"].get(point, 0) + 1
+            rc, out, wall = _run(root, hpo, kill_at, delay)
+            if args.keep:
+                with open(work / "runs.log", "a") as fh:
+                    fh.write(f"=== run {runs + 1}: kill_at={kill_at} delay={delay} rc={rc}\n{out}\n")
+            total_wall += wall
+            runs += 1
+            if pending is not None:
+                trial, reached, fresh, interval = pending
+                retry, resumed = _resumed_step(out, trial)
+                pending = None
+                if resumed is not None:
+                    print(f"  trial {trial}: reached step {reached}, its retry {retry} "
+                          f"continued from step {resumed}", file=sys.stderr)
+                    redone.append({"trial": trial, "steps": max(0, reached - resumed),
+                                   "fraction_of_interval": round(max(0, reached - resumed)
+                                                                 / interval, 3),
+                                   "fresh_vm": fresh})
+                else:  # killed again before the retry trained: follow the chain
+                    pending = (retry if retry is not None else trial, reached, fresh, interval)
+            killed = rc == -signal.SIGKILL
+            if not killed:
+                if rc != 0:
+                    raise SystemExit(f"sweep exited {rc}:\n{out[-3000:]}")
+                if kill_at is None and delay is None:
+                    break  # the resume-until-complete run
+                continue  # the chosen point was never reached: try another
+            report["kills"] += 1
+            fresh = bool(args.fresh_vm_every) and report["kills"] % args.fresh_vm_every == 0
+            trial, reached, total = _last_trial_steps(out)
+            interval = args.checkpoint_every_steps or max(1, total // args.epochs)
+            if pending is not None:  # the previous chain was killed again before training
+                pending = (pending[0], pending[1], pending[2] or fresh, pending[3])
+            elif trial is not None and reached:
+                pending = (trial, reached, fresh, interval)
+            if fresh:
+                report["fresh_vm_kills"] += 1
+                shutil.rmtree(root / "content" / "resume-ner", ignore_errors=True)
+            # What the next session resumes from: Drive after a fresh VM, else local disk.
+            truth = durable_db if fresh or not working_db.exists() else working_db
+            seen_complete.update(_complete(truth))
+            print(f"kill {report['kills']}: {kill_at or f'timer {delay:.1f}s'}"
+                  f"{' + fresh VM' if fresh else ''}; {len(seen_complete)} COMPLETE so far",
+                  file=sys.stderr)
+        final = _complete(working_db)
+        lost = [n for n, v in seen_complete.items() if final.get(n) != v]
+        running = _query(working_db, "SELECT count(*) FROM trials WHERE state = 'RUNNING'")
+        integrity = _query(working_db, "PRAGMA integrity_check")
+        durable_integrity = _query(durable_db, "PRAGMA integrity_check")
+        mlflow = _mlflow_consistency(root.joinpath(*MLFLOW_DURABLE), len(final))
+        local_redone = [r for r in redone if not r["fresh_vm"]]
+        report.update(
+            runs=runs,
+            completed_trials=len(final),
+            completed_trials_lost=len(lost),
+            trials_left_running=running[0][0] if running else None,
+            redone_steps_per_kill=[r["steps"] for r in redone],
+            redone_fraction_of_interval=[r["fraction_of_interval"] for r in redone],
+            max_redone_fraction_local=max((r["fraction_of_interval"] for r in local_redone),
+                                          default=0.0),
+            max_redone_fraction_fresh_vm=max((r["fraction_of_interval"] for r in redone
+                                              if r["fresh_vm"]), default=0.0),
+            checkpoint_interval_steps=args.checkpoint_every_steps,
+            database_integrity=(integrity[0][0] if integrity else "missing"),
+            durable_snapshot_integrity=(durable_integrity[0][0] if durable_integrity
+                                        else "missing"),
+            mlflow=mlflow,
+            wall_s=round(total_wall, 1), reference_wall_s=round(ref_wall, 1),
+            wall_overhead=round(total_wall / ref_wall, 2),
+            best_value=max(final.values()) if final else None, reference_best_value=ref_best,
+        )
+        ok = (report["completed_trials_lost"] == 0 and report["trials_left_running"] == 0
+              and report["completed_trials"] == args.max_trials
+              and report["max_redone_fraction_local"] <= 1.0
+              and report["database_integrity"] == "ok"
+              and report["durable_snapshot_integrity"] == "ok" and mlflow["ok"])
+        report["ok"] = ok
+        print(json.dumps(report, sort_keys=True))
+        return 0 if ok or not args.check else 1
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,7 +40,6 @@ POINTS = ["train_step", "checkpoint_write", "checkpoint_mirror", "snapshot_copy"
           "timer"]
 STEP = re.compile(r"hpo_helpers\.train: step (\d+)/(\d+)")
 STARTED = re.compile(r"Trial (\d+) started( \(retry of trial (\d+)\))?")
-RESTORED = re.compile(r"Checkpoint restored: .* \(epoch \d+, step (\d+) of \d+\)")
 
 
 def _project(work: Path, args: argparse.Namespace) -> Path:
@@ -118,39 +117,30 @@ def _complete(db: Path) -> dict[int, float]:
                            "v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'"))
 
 
-def _last_trial_steps(out: str) -> tuple[int | None, int, int]:
-    """(trial number, steps reached, steps per trial) of the last trial this run worked on."""
-    trial, reached, total = None, 0, 0
+def _steps_by_trial(out: str) -> dict[int, int]:
+    """The last training step each trial (attempt) reached in one run's log."""
+    steps: dict[int, int] = {}
+    trial = None
     for line in out.splitlines():
         m = STARTED.search(line)
         if m:
-            trial, reached = int(m.group(1)), 0
+            trial = int(m.group(1))
         m = STEP.search(line)
-        if m:
-            reached, total = int(m.group(1)), int(m.group(2))
-    return trial, reached, total
+        if m and trial is not None:
+            steps[trial] = int(m.group(1))
+    return steps
 
 
-def _resumed_step(out: str, trial: int) -> tuple[int | None, int | None]:
-    """``(retry number, step it continued from)`` for the retry of ``trial`` in this run.
-
-    The step is 0 when the retry trained from scratch, None when the run died before the retry
-    got to train (then the next retry in the chain tells).
-    """
-    lines = out.splitlines()
-    for i, line in enumerate(lines):
-        m = STARTED.search(line)
-        if m and m.group(3) is not None and int(m.group(3)) == trial:
-            for nxt in lines[i + 1:]:
-                if STARTED.search(nxt):
-                    break
-                r = RESTORED.search(nxt)
-                if r:
-                    return int(m.group(1)), int(r.group(1))
-                if STEP.search(nxt):
-                    return int(m.group(1)), 0
-            return int(m.group(1)), None
-    return None, None
+def _retries(db: Path) -> list[tuple[int, int, int]]:
+    """``(retry, interrupted attempt, step the retry continued from)`` from the study."""
+    rows = _query(db, "SELECT t.number, a.key, a.value_json FROM trials t JOIN "
+                      "trial_user_attributes a ON a.trial_id = t.trial_id WHERE a.key IN "
+                      "('retry_of', 'resumed_from_step')")
+    attrs: dict[int, dict[str, int]] = {}
+    for number, key, value in rows:
+        attrs.setdefault(number, {})[key] = int(json.loads(value))
+    return [(n, a["retry_of"], a.get("resumed_from_step", 0)) for n, a in sorted(attrs.items())
+            if "retry_of" in a]
 
 
 def _mlflow_consistency(db: Path, n_complete: int) -> dict:
@@ -175,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every-steps", type=int, default=4)
     p.add_argument("--check", action="store_true", help="exit 1 when an invariant fails")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--results", action="store_true",
+                   help="also write the figures into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="hpo-fault-"))
@@ -194,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         durable_db = root.joinpath(*DURABLE, "study.db")
         working_db = root.joinpath(*WORKING, "study.db")
         seen_complete: dict[int, float] = {}
-        redone: list[dict] = []
-        pending: tuple[int, int, bool, int] | None = None  # trial, steps reached, fresh, interval
+        reached: dict[int, int] = {}  # trial (attempt) -> last step it trained, across runs
+        trained_in: dict[int, int] = {}  # trial -> run that trained it
+        fresh_after: set[int] = set()  # runs after which the VM was replaced
+        interval = args.checkpoint_every_steps
         total_wall = 0.0
         runs = 0
         while True:
@@ -205,32 +199,21 @@ def main(argv: list[str] | None = None) -> int:
             if report["kills"] < args.kills and not done:
                 point = rng.choice(POINTS)
                 if point == "timer":
-                    delay = rng.uniform(6.0, 20.0)
+                    delay = rng.uniform(5.0, 12.0)
                 else:
-                    n = rng.randint(1, 30) if point == "train_step" else rng.randint(1, 3)
+                    n = rng.randint(1, 12) if point == "train_step" else rng.randint(1, 2)
                     kill_at = f"{point}:{n}"
                 report["kill_points"][point] = report["kill_points"].get(point, 0) + 1
             rc, out, wall = _run(root, hpo, kill_at, delay)
+            runs += 1
+            total_wall += wall
             if args.keep:
                 with open(work / "runs.log", "a") as fh:
-                    fh.write(f"=== run {runs + 1}: kill_at={kill_at} delay={delay} rc={rc}\n{out}\n")
-            total_wall += wall
-            runs += 1
-            if pending is not None:
-                trial, reached, fresh, interval = pending
-                retry, resumed = _resumed_step(out, trial)
-                pending = None
-                if resumed is not None:
-                    print(f"  trial {trial}: reached step {reached}, its retry {retry} "
-                          f"continued from step {resumed}", file=sys.stderr)
-                    redone.append({"trial": trial, "steps": max(0, reached - resumed),
-                                   "fraction_of_interval": round(max(0, reached - resumed)
-                                                                 / interval, 3),
-                                   "fresh_vm": fresh})
-                else:  # killed again before the retry trained: follow the chain
-                    pending = (retry if retry is not None else trial, reached, fresh, interval)
-            killed = rc == -signal.SIGKILL
-            if not killed:
+                    fh.write(f"=== run {runs}: kill_at={kill_at} delay={delay} rc={rc}\n{out}\n")
+            for trial, step in _steps_by_trial(out).items():
+                reached[trial] = step
+                trained_in[trial] = runs
+            if rc != -signal.SIGKILL:
                 if rc != 0:
                     raise SystemExit(f"sweep exited {rc}:\n{out[-3000:]}")
                 if kill_at is None and delay is None:
@@ -238,14 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # the chosen point was never reached: try another
             report["kills"] += 1
             fresh = bool(args.fresh_vm_every) and report["kills"] % args.fresh_vm_every == 0
-            trial, reached, total = _last_trial_steps(out)
-            interval = args.checkpoint_every_steps or max(1, total // args.epochs)
-            if pending is not None:  # the previous chain was killed again before training
-                pending = (pending[0], pending[1], pending[2] or fresh, pending[3])
-            elif trial is not None and reached:
-                pending = (trial, reached, fresh, interval)
             if fresh:
                 report["fresh_vm_kills"] += 1
+                fresh_after.add(runs)
                 shutil.rmtree(root / "content" / "resume-ner", ignore_errors=True)
             # What the next session resumes from: Drive after a fresh VM, else local disk.
             truth = durable_db if fresh or not working_db.exists() else working_db
@@ -253,6 +231,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kill {report['kills']}: {kill_at or f'timer {delay:.1f}s'}"
                   f"{' + fresh VM' if fresh else ''}; {len(seen_complete)} COMPLETE so far",
                   file=sys.stderr)
+        redone = []
+        for retry, parent, resumed in _retries(working_db):
+            if parent not in reached or retry not in trained_in:
+                continue  # the interrupted attempt never trained, or its retry never did
+            steps = max(0, reached[parent] - resumed)
+            fresh = any(trained_in[parent] <= r < trained_in[retry] for r in fresh_after)
+            redone.append({"trial": parent, "steps": steps, "fresh_vm": fresh,
+                           "fraction_of_interval": round(steps / interval, 3)})
+            print(f"  trial {parent}: reached step {reached[parent]}; retry {retry} continued "
+                  f"from step {resumed}{' (fresh VM)' if fresh else ''}", file=sys.stderr)
         final = _complete(working_db)
         lost = [n for n, v in seen_complete.items() if final.get(n) != v]
         running = _query(working_db, "SELECT count(*) FROM trials WHERE state = 'RUNNING'")
@@ -287,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
               and report["durable_snapshot_integrity"] == "ok" and mlflow["ok"])
         report["ok"] = ok
         print(json.dumps(report, sort_keys=True))
+        if args.results:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from _results import record
+
+            record(f"fault_injection ({args.kills} kills)", report,
+                   notes="tiny backbone on a simulated Colab layout; redone work is measured "
+                   "per interrupted attempt that had trained; local = same VM, fresh VM = "
+                   "working folder deleted after the kill")
         return 0 if ok or not args.check else 1
     finally:
         if args.keep:

@@ -135,6 +135,7 @@ class TrainConfig:
     checkpoint_every_minutes: float | None = field(default=None, metadata=_rule(low=0,
                                                                                 low_open=True))
     torch_threads: int | None = field(default=None, metadata=_rule(low=1, high=256))
+    compile: str = field(default="auto", metadata=_rule(choices=("auto", "on", "off")))
 
 
 @dataclass(frozen=True)

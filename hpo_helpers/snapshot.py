@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -171,7 +172,10 @@ def restore_if_missing(working: Path, durable: Path) -> None:
     """
     if durable == working:
         return
-    for partial in durable.parent.glob(durable.name + ".tmp-*") if durable.parent.is_dir() else ():
+    leftovers = [p for p in durable.parent.glob(durable.name + ".tmp-*")
+                 if re.fullmatch(rf"{re.escape(durable.name)}\.tmp-\d+", p.name)] \
+        if durable.parent.is_dir() else []
+    for partial in leftovers:
         moved = set_aside(partial, "partial")
         logger.warning("Found %s, a snapshot copy cut off midway: renamed to %s; the previous "
                        "complete snapshot is used", partial.name, moved.name)

@@ -187,6 +187,10 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
     pad_id = backbone.tokenizer.pad_token_id or 0
     epochs = int(params["epochs"])
     batch_size = int(params["batch_size"])
+    # torch.compile pays on GPUs (dynamic shapes: bucketed batches vary in length); on CPUs
+    # its start-up costs more than it saves for a trial. The plain module keeps the weights.
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    train_model = torch.compile(model, dynamic=True) if use_compile else model
     steps_per_epoch = math.ceil(len(train_windows) / batch_size)
     total = steps_per_epoch * epochs
     warmup = int(float(params["warmup_ratio"]) * total)
@@ -263,7 +267,7 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
             batch = _collate([train_windows[i] for i in plan[step_in_epoch]], pad_id,
                              cfg.pad_to_multiple_of, device)
             with _autocast(device, cfg.precision):
-                loss = model(**batch).loss
+                loss = train_model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -288,7 +292,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
                 and time.monotonic() - last_save >= cfg.checkpoint_every_minutes * 60)
             if not last and due:
                 save(epoch, step_in_epoch + 1)
-        metrics = evaluate(model, eval_docs, eval_windows, labels, cfg, pad_id)
+        metrics = evaluate(model, eval_docs, eval_windows, labels, cfg, pad_id) if eval_docs \
+            else {"f1": 0.0, "precision": 0.0, "recall": 0.0, "per_entity": {}}
         metrics["train_loss"] = loss_sum / max(1, loss_n)
         metrics["epoch"] = epoch
         result.history.append(metrics)

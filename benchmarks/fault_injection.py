@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         durable_db = root.joinpath(*DURABLE, "study.db")
         working_db = root.joinpath(*WORKING, "study.db")
         seen_complete: dict[int, float] = {}
+        local_complete: dict[int, float] = {}
         reached: dict[int, int] = {}  # trial (attempt) -> last step it trained, across runs
         trained_in: dict[int, int] = {}  # trial -> run that trained it
         fresh_after: set[int] = set()  # runs after which the VM was replaced
@@ -227,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(root / "content" / "resume-ner", ignore_errors=True)
             # What the next session resumes from: Drive after a fresh VM, else local disk.
             truth = durable_db if fresh or not working_db.exists() else working_db
-            seen_complete.update(_complete(truth))
+            # Durably complete: in the Drive copy. A trial told to the study but not yet
+            # copied when the VM died is counted apart (it is retried from its last checkpoint).
+            seen_complete.update(_complete(durable_db))
+            local_complete.update(_complete(truth))
             print(f"kill {report['kills']}: {kill_at or f'timer {delay:.1f}s'}"
                   f"{' + fresh VM' if fresh else ''}; {len(seen_complete)} COMPLETE so far",
                   file=sys.stderr)
@@ -243,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"from step {resumed}{' (fresh VM)' if fresh else ''}", file=sys.stderr)
         final = _complete(working_db)
         lost = [n for n, v in seen_complete.items() if final.get(n) != v]
+        lost_with_vm = [n for n, v in local_complete.items()
+                        if final.get(n) != v and n not in seen_complete]
         running = _query(working_db, "SELECT count(*) FROM trials WHERE state = 'RUNNING'")
         integrity = _query(working_db, "PRAGMA integrity_check")
         durable_integrity = _query(durable_db, "PRAGMA integrity_check")
@@ -252,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             runs=runs,
             completed_trials=len(final),
             completed_trials_lost=len(lost),
+            completed_locally_lost_with_vm=len(lost_with_vm),
             trials_left_running=running[0][0] if running else None,
             redone_steps_per_kill=[r["steps"] for r in redone],
             redone_fraction_of_interval=[r["fraction_of_interval"] for r in redone],

@@ -98,7 +98,7 @@ def trainer(bb, ds, windows, args, device: str) -> dict:
         num_train_epochs=args.epochs, learning_rate=5e-5, weight_decay=0.01, seed=args.seed,
         logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[],
         disable_tqdm=True, dataloader_num_workers=0, use_cpu=device == "cpu",
-        bf16=args.trainer_bf16 and device == "cuda",
+        bf16=args.trainer_bf16,
         torch_compile=args.trainer_compile)
     collator = DataCollatorForTokenClassification(bb.tokenizer)
     t = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collator)
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile our loop (auto: on CUDA only)")
-    p.add_argument("--trainer-bf16", action="store_true", help="give the Trainer bf16 too")
+    p.add_argument("--trainer-bf16", action="store_true",
+                   help="give the Trainer bf16 too (its default is fp32)")
     p.add_argument("--trainer-compile", action="store_true", help="give the Trainer compile")
     p.add_argument("--results", action="store_true", help="write into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
@@ -148,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     mine = ours(bb, ds, windows, args, device)
     n_params = sum(p.numel() for p in bb.build_model(ds.labels, dropout=0.1,
                                                      seed=0).parameters())
+    from hpo_helpers.train import uses_bf16
+
     report = {
+        "ours_bf16": uses_bf16(torch.device(device), "auto"), "trainer_bf16": args.trainer_bf16,
         "model": args.model, "params_m": round(n_params / 1e6, 1), "device": device,
         "windows": len(windows), "real_tokens": real_tokens, "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         from _results import record
 
-        record(f"train_throughput ({args.model}, {device})", report)
+        record(f"train_throughput ({args.model}, {device}"
+               f"{', trainer bf16' if args.trainer_bf16 else ''})", report)
     return 0
 
 

@@ -329,6 +329,11 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
                 step_bar.refresh()
                 events.step(done, total)
 
+            def on_resume(epoch: int, step: int, f: int = f) -> None:
+                if f == 0:  # recorded at once: a retry killed again still shows it
+                    trial.set_user_attr("resumed_from_epoch", epoch)
+                    trial.set_user_attr("resumed_from_step", step)
+
             for attempt in range(2):
                 try:
                     result = fit(backbone=prep.backbone, labels=prep.dataset.labels,
@@ -336,15 +341,12 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
                                  params=params, cfg=cfg.train, seed=seed + f,
                                  checkpoint_dir=fold_dir, on_epoch=on_epoch,
                                  should_stop=stop.is_set, on_step=on_step,
-                                 on_checkpoint=on_checkpoint)
+                                 on_checkpoint=on_checkpoint, on_resume=on_resume)
                     break
                 except CheckpointError as exc:
                     if attempt:
                         raise
                     logger.error("%s The trial starts over from epoch 0.", exc)
-            if result.resumed_from_epoch is not None and f == 0:
-                trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
-                trial.set_user_attr("resumed_from_step", result.resumed_from_step)
             if result.interrupted:
                 return math.nan, result
             fold_scores.append(result.best_f1)
@@ -661,6 +663,9 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     try:
         if opened.paths is not None:
             study.set_user_attr("sessions", int(study.user_attrs.get("sessions", 0)) + 1)
+            # What an earlier session on this VM committed but did not copy (it died in
+            # between) goes to the durable folder before anything else happens.
+            _snapshot(opened.paths, tracking)
         with opened.shared.exclusive("mlflow") if opened.shared else contextlib.nullcontext():
             tracker.open(study, backbone=backbone_name, max_trials=hpo.max_trials,
                          checkpoint_path=checkpoint_path, resumed=opened.resumed,

@@ -8,6 +8,7 @@ device therefore gives the same final metric as the uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -94,14 +95,33 @@ def _collate(windows: Sequence[Window], pad_id: int, multiple: int, device: Any
             "labels": labels.to(device)}
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): autocast then pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def uses_bf16(device: Any, precision: str) -> bool:
+    """bf16 autocast for ``precision`` on ``device`` (``auto``: where the hardware has it)."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
 def _autocast(device: Any, precision: str) -> Any:
     import contextlib
 
     import torch
 
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if use_bf16:
+    if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -167,7 +187,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[int, int], None] | None = None,
-        on_checkpoint: Callable[[Path], None] | None = None) -> FitResult:
+        on_checkpoint: Callable[[Path], None] | None = None,
+        on_resume: Callable[[int, int], None] | None = None) -> FitResult:
     """Train with ``params``, resuming from the latest checkpoint in ``checkpoint_dir``.
 
     ``on_epoch(epoch, metrics)`` runs after each epoch's checkpoint is safe (it may raise
@@ -233,6 +254,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         result.resumed_from_epoch, result.resumed_from_step = start_epoch, result.global_step
         logger.info("Checkpoint restored: %s (epoch %d, step %d of %d)", ckpt, start_epoch,
                     result.global_step, total)
+        if on_resume is not None:
+            on_resume(start_epoch, result.global_step)
     for epoch, metrics in enumerate(result.history):
         if on_epoch:
             on_epoch(epoch, metrics)

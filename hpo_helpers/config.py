@@ -259,10 +259,11 @@ def _build(cls: type, raw: Mapping[str, Any], file: Path, prefix: str = "", **ex
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
     unknown = sorted(set(raw) - set(fields))
+    under = f" under {prefix.rstrip('.')}" if prefix else ""
     if unknown:
         raise ConfigError(
             f"{file}: unknown key(s) {', '.join(prefix + str(k) for k in unknown)}. "
-            f"Fix: remove or rename them; allowed keys{' under ' + prefix.rstrip('.') if prefix else ''}"
+            f"Fix: remove or rename them; allowed keys{under}"
             f": {', '.join(sorted(fields))}."
         )
     kwargs: dict[str, Any] = dict(extra)
@@ -390,6 +391,13 @@ def _search_space(file: Path, raw: Any) -> tuple[ParamSpec, ...]:
     return tuple(_param(file, name, raw[name]) for name in TUNABLE)
 
 
+def _read(source: Path | str | Mapping[str, Any], label: str) -> tuple[Path, dict[str, Any]]:
+    """``(file, raw mapping)`` of a config given as a YAML path or an already-read mapping."""
+    if isinstance(source, Mapping):
+        return Path(label), dict(source)
+    return Path(source), load_yaml(source)
+
+
 def check_storage_url(file: Path | str, url: str) -> str:
     """Refuse a storage URL that is not a SQLAlchemy URL (the message masks its password)."""
     from .redaction import mask
@@ -406,8 +414,7 @@ def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
     """Load and validate an HPO config from a YAML path or an already-read mapping."""
     if isinstance(source, HpoConfig):
         return source
-    file = Path("<hpo_config>") if isinstance(source, Mapping) else Path(source)
-    raw = dict(source) if isinstance(source, Mapping) else load_yaml(file)
+    file, raw = _read(source, "<hpo_config>")
     space = _search_space(file, raw.pop("search_space", None))
     cfg = _build(HpoConfig, raw, file, source=file, search_space=space)
     _check_storage_path(file, cfg.checkpoint.storage_path)
@@ -436,8 +443,7 @@ def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
 def load_train_config(source: Path | str | Mapping[str, Any]) -> TrainConfig:
     if isinstance(source, TrainConfig):
         return source
-    file = Path("<train_config>") if isinstance(source, Mapping) else Path(source)
-    raw = dict(source) if isinstance(source, Mapping) else load_yaml(file)
+    file, raw = _read(source, "<train_config>")
     cfg = _build(TrainConfig, raw, file, source=file)
     if cfg.stride >= cfg.max_length // 2:
         raise _fail(file, "stride", cfg.stride, f"must be below half of max_length "
@@ -448,8 +454,7 @@ def load_train_config(source: Path | str | Mapping[str, Any]) -> TrainConfig:
 def load_data_config(source: Path | str | Mapping[str, Any]) -> DataConfig:
     if isinstance(source, DataConfig):
         return source
-    file = Path("<data_config>") if isinstance(source, Mapping) else Path(source)
-    raw = dict(source) if isinstance(source, Mapping) else load_yaml(file)
+    file, raw = _read(source, "<data_config>")
     cfg = _build(DataConfig, raw, file, source=file)
     if not cfg.entity_types:
         raise _fail(file, "entity_types", list(cfg.entity_types), "is empty",

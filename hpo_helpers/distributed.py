@@ -131,7 +131,7 @@ class SharedStudy:
                 conn.commit()
 
     def reserve(self, study: Any, max_trials: int) -> Any | None:
-        """``study.ask()`` when the budget is not covered by COMPLETE + RUNNING trials, else None."""
+        """``study.ask()`` unless COMPLETE + RUNNING trials cover the budget (then None)."""
         from optuna.trial import TrialState
 
         with self.exclusive("budget"):

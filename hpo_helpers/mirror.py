@@ -84,7 +84,7 @@ class CheckpointMirror:
     # -- fresh VM and cleanup ------------------------------------------------------------
 
     def pull(self, trial_dir: Path) -> Path | None:
-        """Copy the mirrored checkpoint of ``trial_dir`` down when it is newer than the local one."""
+        """Copy the mirrored checkpoint of ``trial_dir`` down when it is newer than the local."""
         remote = latest_checkpoint(self.durable_root / trial_dir.name)
         local = latest_checkpoint(trial_dir)
         if remote is None or _step(remote) <= _step(local):

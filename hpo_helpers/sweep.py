@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import faults
 from .backbones import Backbone, load_backbone
 from .config import (
     DataConfig,
@@ -38,13 +39,12 @@ from .data import Dataset, Document, load_dataset
 from .distributed import fail_stale_trials
 from .encoding import Window, encode_documents
 from .errors import CheckpointError, ConfigError, SweepFailedError
-from .paths import StudyPaths, resolve
-from .runtime import Runtime, detect
-from . import faults
 from .mirror import CheckpointMirror, folder_bytes
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
-from .snapshot import snapshot
+from .paths import StudyPaths, resolve
 from .redaction import mask
+from .runtime import Runtime, detect
+from .snapshot import snapshot
 from .study import (
     OpenedStudy,
     count_states,
@@ -596,7 +596,6 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     ``storage_url``) makes this process one worker of a shared study (see ``distributed``).
     """
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hpo = cfg.hpo

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backbones import Backbone
 from . import faults
+from .backbones import Backbone
 from .checkpoints import latest_checkpoint, quarantine, read_state, write_checkpoint
 from .config import TrainConfig
 from .data import Document

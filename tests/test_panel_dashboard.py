@@ -9,7 +9,6 @@ import time
 import urllib.request
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers.dashboard import start_dashboard

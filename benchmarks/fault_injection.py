@@ -40,6 +40,7 @@ POINTS = ["train_step", "checkpoint_write", "checkpoint_mirror", "snapshot_copy"
           "timer"]
 STEP = re.compile(r"hpo_helpers\.train: step (\d+)/(\d+)")
 STARTED = re.compile(r"Trial (\d+) started( \(retry of trial (\d+)\))?")
+RESTORED = re.compile(r"Checkpoint restored: .* \(epoch \d+, step (\d+) of \d+\)")
 
 
 def _project(work: Path, args: argparse.Namespace) -> Path:
@@ -131,16 +132,25 @@ def _steps_by_trial(out: str) -> dict[int, int]:
     return steps
 
 
-def _retries(db: Path) -> list[tuple[int, int, int]]:
-    """``(retry, interrupted attempt, step the retry continued from)`` from the study."""
-    rows = _query(db, "SELECT t.number, a.key, a.value_json FROM trials t JOIN "
-                      "trial_user_attributes a ON a.trial_id = t.trial_id WHERE a.key IN "
-                      "('retry_of', 'resumed_from_step')")
-    attrs: dict[int, dict[str, int]] = {}
-    for number, key, value in rows:
-        attrs.setdefault(number, {})[key] = int(json.loads(value))
-    return [(n, a["retry_of"], a.get("resumed_from_step", 0)) for n, a in sorted(attrs.items())
-            if "retry_of" in a]
+def _retries(out: str) -> dict[int, tuple[int, int]]:
+    """``{retry: (interrupted attempt, step it continued from)}`` for the retries that trained
+    in one run's log (0: from scratch). Logs, not the study: a fresh VM loses the attributes
+    that the dead VM recorded after its last snapshot."""
+    found: dict[int, tuple[int, int]] = {}
+    current: tuple[int, int] | None = None
+    resumed = 0
+    for line in out.splitlines():
+        m = STARTED.search(line)
+        if m:
+            current = (int(m.group(1)), int(m.group(3))) if m.group(3) is not None else None
+            resumed = 0
+            continue
+        r = RESTORED.search(line)
+        if r and current is not None:
+            resumed = int(r.group(1))
+        if current is not None and (STEP.search(line) or r and "epoch" in line):
+            found[current[0]] = (current[1], resumed)
+    return found
 
 
 def _mlflow_consistency(db: Path, n_complete: int) -> dict:
@@ -188,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         seen_complete: dict[int, float] = {}
         local_complete: dict[int, float] = {}
         reached: dict[int, int] = {}  # trial (attempt) -> last step it trained, across runs
+        retries: dict[int, tuple[int, int]] = {}  # retry -> (attempt it continues, from step)
         trained_in: dict[int, int] = {}  # trial -> run that trained it
         fresh_after: set[int] = set()  # runs after which the VM was replaced
         interval = args.checkpoint_every_steps
@@ -214,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             for trial, step in _steps_by_trial(out).items():
                 reached[trial] = step
                 trained_in[trial] = runs
+            for retry, (parent, step) in _retries(out).items():
+                retries[retry] = (parent, step)
+                trained_in.setdefault(retry, runs)
             if rc != -signal.SIGKILL:
                 if rc != 0:
                     raise SystemExit(f"sweep exited {rc}:\n{out[-3000:]}")
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' + fresh VM' if fresh else ''}; {len(seen_complete)} COMPLETE so far",
                   file=sys.stderr)
         redone = []
-        for retry, parent, resumed in _retries(working_db):
+        for retry, (parent, resumed) in sorted(retries.items()):
             if parent not in reached or retry not in trained_in:
                 continue  # the interrupted attempt never trained, or its retry never did
             steps = max(0, reached[parent] - resumed)

@@ -48,3 +48,12 @@ def record(section: str, payload: dict, notes: str = "", path: Path = RESULTS) -
     else:
         text = text.rstrip("\n") + "\n\n" + body
     path.write_text(text.rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    # python benchmarks/_results.py pending SECTION REASON: mark figures still to be measured
+    if len(sys.argv) == 4 and sys.argv[1] == "pending":
+        record(sys.argv[2], {"status": "still to be measured", "reason": sys.argv[3],
+                             "how": "bash benchmarks/gpu_check.sh on a CUDA machine"})
+    else:
+        raise SystemExit("usage: python benchmarks/_results.py pending SECTION REASON")

@@ -277,7 +277,13 @@ def _snapshot(paths: StudyPaths | None, tracking: TrackingSetup | None = None) -
 
 
 def _free_memory() -> None:
-    """Release the finished trial's model and optimizer before the next trial builds its own."""
+    """Release the finished trial's model and optimizer before the next trial builds its own.
+
+    Besides the collector and CUDA's cache, glibc is asked to return freed heap pages to the
+    system: without it the resident size of a long sweep creeps up trial after trial.
+    """
+    import ctypes
+    import ctypes.util
     import gc
 
     gc.collect()
@@ -285,6 +291,12 @@ def _free_memory() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
 
 
 def _progress(total: int, initial: int, desc: str) -> Any:

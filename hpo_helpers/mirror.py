@@ -62,7 +62,10 @@ class CheckpointMirror:
             shutil.rmtree(staging)
         staging.mkdir()
         for f in checkpoint.iterdir():
-            os.link(f, staging / f.name)  # survives the trainer deleting ``checkpoint``
+            try:
+                os.link(f, staging / f.name)  # survives the trainer deleting ``checkpoint``
+            except OSError:  # a file system without hard links: copy (slower, same result)
+                shutil.copyfile(f, staging / f.name)
         with self._cond:
             if self._pending is not None:  # superseded before it was copied
                 shutil.rmtree(self._pending[0], ignore_errors=True)

@@ -26,6 +26,7 @@ from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from _project import scratch_config  # noqa: E402 - a sibling module of this script
 
 
 def _seed_study(db: Path, n: int, fingerprint: dict) -> None:
@@ -56,12 +57,7 @@ def _seed_study(db: Path, n: int, fingerprint: dict) -> None:
 def _project(work: Path, max_trials: int) -> Path:
     import yaml
 
-    config = work / "config"
-    if not config.exists():
-        shutil.copytree(REPO / "config", config)
-    data = yaml.safe_load((config / "data" / "demo.yaml").read_text())
-    data.update(path=str(REPO / "dataset"), max_train_documents=8, max_eval_documents=4)
-    (config / "data" / "bk.yaml").write_text(yaml.safe_dump(data))
+    config = scratch_config(work, "bk", docs=8, eval_docs=4)
     hpo = {"backbone": "tiny", "max_trials": max_trials, "data_config": "data/bk.yaml",
            "pruner": {"type": "none"},
            "checkpoint": {"enabled": True, "storage_path": "{backbone}/study.db"},

@@ -32,6 +32,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _project import scratch_config  # noqa: E402 - a sibling module of this script
+
 DRIVE = ("content", "drive", "MyDrive")
 DURABLE = ("content", "drive", "MyDrive", "resume-ner-checkpoints", "hpo", "tiny")
 WORKING = ("content", "resume-ner", "outputs", "hpo", "tiny")
@@ -44,12 +47,7 @@ RESTORED = re.compile(r"Checkpoint restored: .* \(epoch \d+, step (\d+) of \d+\)
 
 
 def _project(work: Path, args: argparse.Namespace) -> Path:
-    config = work / "config"
-    shutil.copytree(REPO / "config", config)
-    data = yaml.safe_load((config / "data" / "demo.yaml").read_text())
-    data.update(path=str(REPO / "dataset"), max_train_documents=args.docs,
-                max_eval_documents=6)
-    (config / "data" / "fi.yaml").write_text(yaml.safe_dump(data))
+    config = scratch_config(work, "fi", docs=args.docs, eval_docs=6)
     train = yaml.safe_load((config / "train.yaml").read_text())
     train.update(max_length=64, stride=16, torch_threads=1,
                  checkpoint_every_steps=args.checkpoint_every_steps)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from _project import scratch_config  # noqa: E402 - a sibling module of this script
 
 
 def _hwm_mb() -> float:
@@ -53,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="hpo-memory-"))
     try:
-        config = work / "config"
-        shutil.copytree(REPO / "config", config)
-        data = yaml.safe_load((config / "data" / "demo.yaml").read_text())
-        data.update(path=str(REPO / "dataset"), max_train_documents=args.docs,
-                    max_eval_documents=8)
-        (config / "data" / "mem.yaml").write_text(yaml.safe_dump(data))
+        config = scratch_config(work, "mem", docs=args.docs, eval_docs=8)
         smoke = yaml.safe_load((config / "hpo" / "smoke.yaml").read_text())
         smoke.update(backbone=args.backbone, max_trials=args.trials, data_config="data/mem.yaml",
                      pruner={"type": "none"})

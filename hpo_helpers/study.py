@@ -2,8 +2,8 @@
 
 ``open_study`` is where "lose nothing" starts:
 
-1. a lock beside the live database makes sure one process runs the study (``flock``: the kernel
-   drops it when the holder dies, so a stale lock cannot outlive a killed session);
+1. a lock beside the live database makes sure one process runs the study (an OS file lock,
+   :mod:`.filelocks`: dropped when the holder dies, so a stale lock cannot outlive a session);
 2. the durable copy is restored when the local one is missing or older (fresh Colab VM);
 3. a corrupt database is renamed aside (never deleted) and the newest good copy is used;
 4. a study of the same name is resumed, after its fingerprint (search space, objective,
@@ -14,11 +14,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-import socket
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ from typing import Any
 
 from .config import HpoConfig
 from .errors import FingerprintMismatchError, StudyLockedError
+from .filelocks import ProcessLock, holder
 from .paths import StudyPaths
 from .snapshot import (
     BUSY_TIMEOUT_S,
@@ -55,48 +53,26 @@ logger = logging.getLogger(__name__)
 
 
 class StudyLock:
-    """An exclusive ``flock`` on ``<db>.lock``; released on close or when the process dies."""
+    """An exclusive OS lock on ``<db>.lock``; released on close or when the process dies."""
 
     def __init__(self, db: Path) -> None:
         self.path = Path(str(db) + ".lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
+        self._lock = ProcessLock(self.path)
+        if not self._lock.acquire():
             raise StudyLockedError(
-                f"another sweep is already running this study ({holder}; lock {self.path}). "
-                "Two sweeps on one SQLite study would double-count trials. Fix: stop the other "
-                "one (its notebook tab or process) or wait for it; `status` can read meanwhile."
-            ) from None
-        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, info.encode(), 0)
+                f"another sweep is already running this study ({holder(self.path) or 'unknown'}; "
+                f"lock {self.path}). Two sweeps on one SQLite study would double-count trials. "
+                "Fix: stop the other one (its notebook tab or process) or wait for it; `status` "
+                "can read meanwhile."
+            )
 
     def close(self) -> None:
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
+        self._lock.release()
 
 
 def lock_holder(db: Path) -> str | None:
     """Who holds the study lock (``"pid ... on host ..."``), or None when nobody does."""
-    path = Path(str(db) + ".lock")
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    return holder(Path(str(db) + ".lock"))
 
 
 def archive_study(paths: StudyPaths, study_name: str) -> list[Path]:

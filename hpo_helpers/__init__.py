@@ -7,6 +7,8 @@ can cause. Everything else lives in private-by-convention modules, one per conce
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import (
     BackboneError,
     CheckpointError,
@@ -18,8 +20,20 @@ from .errors import (
     StudyLockedError,
     SweepFailedError,
 )
-from .sweep import load_configs, run_local_hpo_sweep, run_sweep
-from .sweep import status as study_status
+
+# The sweep API is imported on first use (PEP 562), so that ``hpo_helpers.notebook`` -- the
+# set-up cell -- imports on a fresh VM before the heavy dependencies are installed (issue 14).
+_LAZY = {"load_configs": "load_configs", "run_local_hpo_sweep": "run_local_hpo_sweep",
+         "run_sweep": "run_sweep", "study_status": "status"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import sweep
+
+        return getattr(sweep, _LAZY[name])
+    raise AttributeError(f"module 'hpo_helpers' has no attribute {name!r}")
+
 
 __all__ = [
     "BackboneError",

@@ -10,9 +10,11 @@ the fix, and the search goes on. Azure packages are imported only when Azure is 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +24,23 @@ from .config import load_yaml
 from .errors import ConfigError
 from .paths import mlflow_db_paths
 from .redaction import mask
-from .runtime import Runtime, detect, environ
+from .runtime import AZUREML, Runtime, detect, environ
 from .snapshot import restore_if_missing
 
-__all__ = ["TrackingSetup", "setup_mlflow_cross_platform", "setup_mlflow_from_config"]
+__all__ = ["AZURE_TIMEOUT_S", "TrackingSetup", "load_tracking_choice", "notebook_tracking",
+           "project_tracking_uri", "save_tracking_choice",
+           "setup_mlflow_cross_platform", "setup_mlflow_from_config"]
 
 logger = logging.getLogger(__name__)
 
 _AZURE_PIP = "pip install -r requirements-azure.txt (azure-ai-ml azure-identity azureml-mlflow)"
 _ENV = re.compile(r"\$\{(\w+)\}")
+#: Cap in seconds on each Azure call (credential, MLClient, workspace lookup): a dead network
+#: falls back to local tracking this fast (``azure_ml.timeout_seconds`` in mlflow.yaml).
+AZURE_TIMEOUT_S = 5.0
+#: Where notebook 01 leaves its tracking choice for 02 and 03, under the project folder.
+TRACKING_CHOICE = Path("outputs") / "tracking.json"
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s/]*@")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,56 @@ class TrackingSetup:
     @property
     def snapshots_needed(self) -> bool:
         return self.local_db is not None and self.durable_db not in (None, self.local_db)
+
+
+def _capped(call: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """``call()``, or :class:`TimeoutError` after ``timeout_s`` (the call is left to finish in
+    a daemon thread: Azure's SDK has no cancel, and a hung socket must not hold the search)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"azure-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"{what} took longer than {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def save_tracking_choice(setup: TrackingSetup, project_dir: Path | str) -> Path:
+    """Write notebook 01's choice (experiment, URI without its password) where 02 and 03 find
+    it: ``{project_dir}/outputs/tracking.json``. Credentials stay in the environment."""
+    path = Path(project_dir) / TRACKING_CHOICE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"experiment_name": setup.experiment_name,
+            "tracking_uri": _URL_PASSWORD.sub(lambda m: f"{m.group('head')}@",
+                                              setup.tracking_uri),
+            "azure": setup.azure}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+    logger.info("Tracking choice saved to %s (notebooks 02 and 03 use it)", path)
+    return path
+
+
+def load_tracking_choice(project_dir: Path | str) -> dict[str, Any] | None:
+    """Notebook 01's saved choice (``experiment_name``, ``tracking_uri``, ``azure``) or None."""
+    path = Path(project_dir) / TRACKING_CHOICE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning("Ignoring the tracking choice %s: %s. Fix: re-run notebook 01.", path, exc)
+        return None
+    return data if isinstance(data, dict) and data.get("experiment_name") else None
 
 
 def _experiment(uri: str, name: str, artifact_root: Path | None) -> str:
@@ -107,19 +167,38 @@ def setup_mlflow_cross_platform(experiment_name: str, ml_client: Any = None, *,
                                 workspace_name: str | None = None,
                                 tracking_uri: str | None = None,
                                 runtime: Runtime | None = None,
-                                cwd: Path | str | None = None) -> TrackingSetup | None:
+                                cwd: Path | str | None = None,
+                                timeout_s: float = AZURE_TIMEOUT_S,
+                                env: Mapping[str, str] | None = None) -> TrackingSetup | None:
     """Point MLflow at Azure ML (``ml_client`` given) or a local store; never raises.
 
     With ``ml_client``, the tracking URI is the workspace's ``mlflow_tracking_uri``
-    (``ml_client.workspaces.get(workspace_name)``; the client's own workspace when no name is
-    given). Any failure there falls back to local tracking with one warning.
+    (``ml_client.workspaces.get(workspace_name)``, capped at ``timeout_s``; the client's own
+    workspace when no name is given). Inside an Azure ML job, the job's
+    ``MLFLOW_TRACKING_URI`` is used unless ``tracking_uri`` is given. Any failure falls back
+    to local tracking with one warning.
     """
     runtime = runtime or detect()
+    env = environ() if env is None else env
     base = Path(cwd) if cwd is not None else None
+    job_uri = env.get("MLFLOW_TRACKING_URI") if runtime.kind == AZUREML else None
+    if job_uri and not tracking_uri:
+        try:
+            if job_uri.startswith("azureml://"):
+                import azureml.mlflow  # noqa: F401 - registers the azureml:// URI scheme
+            _prefer_fast_failure(job_uri)
+            exp_id = _experiment(job_uri, experiment_name, None)
+            return _activate(TrackingSetup(job_uri, experiment_name, exp_id,
+                                           azure=job_uri.startswith("azureml://")))
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop the search
+            logger.warning("The Azure ML job's MLFLOW_TRACKING_URI could not be used (%s). Fix: "
+                           "%s. Falling back to local tracking.",
+                           mask(f"{type(exc).__name__}: {exc}")[:300], _AZURE_PIP)
     if ml_client is not None:
         name = workspace_name or getattr(ml_client, "workspace_name", None)
         try:
-            workspace = ml_client.workspaces.get(name)
+            workspace = _capped(lambda: ml_client.workspaces.get(name), timeout_s,
+                                "Azure ML workspace lookup")
             uri = workspace.mlflow_tracking_uri
             if uri.startswith("azureml://"):
                 import azureml.mlflow  # noqa: F401 - registers the azureml:// URI scheme
@@ -132,6 +211,7 @@ def setup_mlflow_cross_platform(experiment_name: str, ml_client: Any = None, *,
         except Exception as exc:  # noqa: BLE001 - credential, network, missing workspace
             cause = "credential" if "credential" in type(exc).__name__.lower() or \
                 "authentic" in str(exc).lower() else "workspace lookup"
+            cause += " timed out" if isinstance(exc, TimeoutError) else ""
             logger.warning("Azure ML %s failed for workspace %r (%s). Fix: check `az login` / "
                            "the service principal and the workspace name in "
                            "config/infrastructure.yaml. Falling back to local tracking.",
@@ -184,12 +264,16 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
         raise ConfigError(f"{cdir / 'mlflow.yaml'}: key 'azure_ml.enabled' = "
                           f"{azure.get('enabled')!r} must be true or false. Fix: write true or "
                           "false.")
+    timeout = azure.get("timeout_seconds", AZURE_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"{cdir / 'mlflow.yaml'}: key 'azure_ml.timeout_seconds' = "
+                          f"{timeout!r} must be a number of seconds > 0. Fix: write e.g. 5.")
     uri = tracking_uri or local.get("tracking_uri")
     runtime = runtime or detect()
+    env = environ() if env is None else env
     if not azure.get("enabled", False):
         return setup_mlflow_cross_platform(experiment_name, None, tracking_uri=uri,
-                                           runtime=runtime, cwd=cwd)
-    env = environ() if env is None else env
+                                           runtime=runtime, cwd=cwd, env=env)
     infra_file = cdir / "infrastructure.yaml"
     infra = (load_yaml(infra_file) if infra_file.is_file() else {}).get("workspace") or {}
     missing: list[str] = []
@@ -206,7 +290,8 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
     else:
         factory = ml_client_factory or _default_ml_client
         try:
-            client = factory(subscription, group, workspace)
+            client = _capped(lambda: factory(subscription, group, workspace), float(timeout),
+                             "Azure ML credential/MLClient")
         except ImportError as exc:
             logger.warning("Azure ML packages are missing (%s). Fix: %s. Falling back to local "
                            "tracking.", exc.name or exc, _AZURE_PIP)
@@ -216,6 +301,41 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
                            mask(f"{type(exc).__name__}: {exc}")[:300])
     if client is None:
         return setup_mlflow_cross_platform(experiment_name, None, tracking_uri=uri,
-                                           runtime=runtime, cwd=cwd)
+                                           runtime=runtime, cwd=cwd, env=env)
     return setup_mlflow_cross_platform(experiment_name, client, workspace_name=workspace,
-                                       tracking_uri=uri, runtime=runtime, cwd=cwd)
+                                       tracking_uri=uri, runtime=runtime, cwd=cwd,
+                                       timeout_s=float(timeout), env=env)
+
+
+def notebook_tracking(experiment_name: str | None, config_dir: Path | str,
+                      project_dir: Path | str, *, tracking_uri: str | None = None,
+                      save: bool = False) -> TrackingSetup | None:
+    """Tracking for a notebook: the given experiment, else notebook 01's saved choice, else
+    none. ``save`` (notebook 01) records the choice for 02 and 03. Never raises for tracking
+    problems."""
+    choice = None if experiment_name else load_tracking_choice(project_dir)
+    if not experiment_name and choice is None:
+        logger.info("MLflow tracking off (no experiment_name, and notebook 01 saved no choice)")
+        return None
+    name = experiment_name or choice["experiment_name"]
+    uri = tracking_uri or (choice or {}).get("tracking_uri")
+    setup = setup_mlflow_from_config(name, config_dir, tracking_uri=uri, cwd=project_dir)
+    if save and setup is not None:
+        save_tracking_choice(setup, project_dir)
+    return setup
+
+
+def project_tracking_uri(project_dir: Path | str, *, tracking_uri: str | None = None,
+                         runtime: Runtime | None = None) -> str:
+    """The MLflow store a reader (notebook 03) should search: ``tracking_uri``, else notebook
+    01's saved choice, else the project's local store (restored from its durable copy first;
+    SQLite never opens the Drive file). Never MLflow's default ``./mlflow.db``."""
+    if tracking_uri:
+        return tracking_uri
+    choice = load_tracking_choice(project_dir)
+    if choice and choice.get("tracking_uri"):
+        return str(choice["tracking_uri"])
+    working, durable = mlflow_db_paths(runtime or detect(), cwd=Path(project_dir))
+    working.parent.mkdir(parents=True, exist_ok=True)
+    restore_if_missing(working, durable)
+    return f"sqlite:///{working}"

@@ -1,51 +1,73 @@
-"""Helpers the notebooks call: environment set-up and strict papermill parameters.
+"""What the notebooks' set-up cell calls: install, parameters, project folder, runtime.
 
-The notebooks stay thin (no ``def``, ``class`` or loops): a ``parameters`` cell of literals,
-a set-up cell that calls :func:`setup_environment` and :func:`check_parameters`, and a few calls.
+The notebooks stay thin (no ``def``, ``class`` or loops): a ``parameters`` cell of literals, a
+set-up cell that makes ``hpo_helpers`` importable (a checkout on ``sys.path``, else a
+``--no-deps`` install from ``project_source``) and calls :func:`setup`, then a few calls.
+This module imports only the standard library at load time: on a fresh VM it runs before the
+dependencies are installed (issue 14).
 """
 
 from __future__ import annotations
 
-import builtins
+import ast
 import logging
+import os
+import shutil
 import sys
-import types
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .runtime import Runtime, detect
+from .install import DEFAULT_EXTRAS, install_missing, make_importable
+from .runtime import Runtime, detect, environ, headless_reason
 
-__all__ = ["NOTEBOOK_PARAMETERS", "check_parameters", "setup_environment"]
+__all__ = ["NOTEBOOK_PARAMETERS", "NotebookSetup", "check_parameters", "default_config_dir",
+           "injected_parameters", "project_folder", "setup", "setup_environment"]
 
 logger = logging.getLogger(__name__)
 
 #: The names each notebook's ``parameters`` cell defines (a test keeps them in step).
 NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "01_setup_mlflow": ("project_dir", "config_dir", "experiment_name", "tracking_uri"),
-    "02_run_hpo": ("project_dir", "config_dir", "hpo_config", "backbone", "dataset_path",
+    "01_setup_mlflow": ("project_source", "config_dir", "experiment_name", "tracking_uri"),
+    "02_run_hpo": ("project_source", "config_dir", "hpo_config", "backbone", "dataset_path",
                    "output_dir", "max_trials", "experiment_name", "storage_url", "auto_start",
                    "start_fresh"),
-    "03_inspect_checkpoints": ("project_dir", "config_dir", "hpo_config", "output_dir",
+    "03_inspect_checkpoints": ("project_source", "config_dir", "hpo_config", "output_dir",
                                "tracking_uri", "storage_url", "backbones", "start_dashboard",
                                "dashboard_port"),
 }
-_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+#: What papermill itself may inject (``--inject-paths``).
+_PAPERMILL_NAMES = {"PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH"}
+#: papermill's Python translator starts the injected cell with this comment.
+_INJECTED_HEADER = "# Parameters"
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> set[str] | None:
+    """Names papermill injected into this kernel (its ``injected-parameters`` cell, found in
+    IPython's input history ``In``), or None when nothing was injected."""
+    history = namespace.get("In") or namespace.get("_ih") or []
+    cells = [c for c in history if isinstance(c, str) and c.startswith(_INJECTED_HEADER)]
+    if not cells:
+        return None
+    names: set[str] = set()
+    for node in ast.parse(cells[-1]).body:
+        if isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
 
 
 def check_parameters(namespace: Mapping[str, Any], notebook: str) -> dict[str, Any]:
-    """The notebook's parameters from ``namespace`` (its ``globals()``); unknown names fail.
+    """The notebook's parameters from ``namespace`` (its ``globals()``).
 
     Papermill only warns about a parameter the notebook does not declare; a typo such as
-    ``-p max_trails 5`` would then run with the default silently. Here it is an error.
+    ``-p max_trails 5`` would then run with the default silently. Here it is an error. Only
+    the names papermill injected are checked, so re-running a cell or defining variables of
+    one's own is fine.
     """
     declared = NOTEBOOK_PARAMETERS[notebook]
-    unknown = sorted(
-        k for k, v in namespace.items()
-        if not k.startswith("_") and k not in declared and k not in _IPYTHON_NAMES
-        and not hasattr(builtins, k) and not isinstance(v, (types.ModuleType, type))
-        and not callable(v)
-    )
+    unknown = sorted((injected_parameters(namespace) or set()) - set(declared) - _PAPERMILL_NAMES)
     if unknown:
         raise ConfigError(f"notebook {notebook}: unknown parameter(s) {', '.join(unknown)}. "
                           f"Fix: use only {', '.join(declared)}.")
@@ -54,6 +76,145 @@ def check_parameters(namespace: Mapping[str, Any], notebook: str) -> dict[str, A
         raise ConfigError(f"notebook {notebook}: parameter(s) {', '.join(missing)} missing from "
                           "its parameters cell.")
     return {k: namespace[k] for k in declared}
+
+
+def _checkout() -> Path | None:
+    """The checkout this package runs from (``pyproject.toml`` and ``config/`` beside it)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "config").is_dir() else None
+
+
+def project_folder(runtime: Runtime, env: Mapping[str, str] | None = None,
+                   cwd: Path | str | None = None) -> tuple[Path, str]:
+    """``(folder, why)``: the project folder that config, data, outputs and ``mlruns`` hang
+    from -- ``HPO_PROJECT_DIR`` when set, the checkout when the package runs from one, else the
+    runtime's working root (``/content/resume-ner``, ``/kaggle/working/resume-ner``, the
+    current folder locally)."""
+    from .paths import COLAB_LOCAL_ROOT, KAGGLE_ROOT
+
+    env = environ() if env is None else env
+    if env.get("HPO_PROJECT_DIR"):
+        return Path(env["HPO_PROJECT_DIR"]).absolute(), "HPO_PROJECT_DIR"
+    checkout = _checkout()
+    if checkout is not None:
+        return checkout, "checkout"
+    if runtime.is_colab:
+        return runtime.root.joinpath(*COLAB_LOCAL_ROOT), "Colab working root"
+    if runtime.is_kaggle:
+        return runtime.root.joinpath(*KAGGLE_ROOT), "Kaggle working root"
+    return Path(cwd if cwd is not None else Path.cwd()).absolute(), "current folder"
+
+
+def default_config_dir() -> Path:
+    """The default configs: the wheel's package data, or ``config/`` of the checkout."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("hpo_helpers.default_config")))
+    except ModuleNotFoundError:
+        checkout = _checkout()
+        if checkout is None:
+            raise ConfigError("the default configs are missing from this installation of "
+                              "hpo_helpers. Fix: reinstall it from a wheel or the project "
+                              "folder.") from None
+        return checkout / "config"
+
+
+def _prepare_project(project: Path) -> None:
+    """First use of a project folder: copy the default configs and write the demo data."""
+    config = project / "config"
+    if not config.exists():
+        shutil.copytree(default_config_dir(), config,
+                        ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+        logger.info("Default configs copied to %s (edit them there)", config)
+    dataset = project / "dataset"
+    if not dataset.exists():
+        from .demo_data import write_dataset
+
+        write_dataset(dataset)
+        logger.info("Demo dataset written to %s (set dataset_path for your own data)", dataset)
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """What the set-up cell found: ``params`` are the notebook's parameters; ``headless`` is
+    the reason a run has no front end (papermill, a Kaggle batch commit), or None."""
+
+    runtime: Runtime
+    project_dir: Path
+    config_dir: Path
+    params: dict[str, Any]
+    headless: str | None = None
+    installed: tuple[str, ...] = field(default_factory=tuple)
+
+    def start_now(self, auto_start: bool | None) -> bool:
+        """Whether 02 starts the sweep without a click: ``auto_start`` when set, else when the
+        run is headless (logged); an interactive session waits for Resume."""
+        if auto_start is not None:
+            return bool(auto_start)
+        if self.headless:
+            logger.info("Headless run (%s): starting the sweep without waiting for a click",
+                        self.headless)
+            return True
+        return False
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpo-helpers")
+    except PackageNotFoundError:
+        return "(not installed: checkout)"
+
+
+def _kernel_allows_stdin() -> bool | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    return None if kernel is None else bool(getattr(kernel, "_allow_stdin", True))
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s", datefmt="%H:%M:%S", stream=sys.stdout, force=True)
+
+
+def setup(namespace: Mapping[str, Any], notebook: str, *, install: bool = True,
+          extras: tuple[str, ...] = DEFAULT_EXTRAS, runtime: Runtime | None = None,
+          env: Mapping[str, str] | None = None, mount: Callable[[str], None] | None = None,
+          run: Callable[[Any], None] | None = None) -> NotebookSetup:
+    """The set-up cell: check the parameters, install what is missing, mount Drive on Colab,
+    resolve (and on first use fill) the project folder and make it the working folder, so
+    that relative paths mean what they mean to the CLI run from the project folder.
+
+    Safe to run again: nothing is installed or copied twice.
+    """
+    _configure_logging()
+    params = check_parameters(namespace, notebook)
+    env = environ() if env is None else env
+    source = params.get("project_source")
+    installed: list[str] = []
+    if install:
+        installed = install_missing(extras=extras, source=source, run=run)
+        if installed:
+            logger.info("Installed into this kernel: %s", ", ".join(installed))
+    make_importable()
+    logger.info("hpo_helpers %s from %s", _version(), Path(__file__).parent)
+    rt = setup_environment(runtime=runtime, mount=mount)
+    project, why = project_folder(rt, env)
+    project.mkdir(parents=True, exist_ok=True)
+    _prepare_project(project)
+    if Path.cwd() != project:
+        os.chdir(project)
+    logger.info("Project folder: %s (%s)", project, why)
+    config_dir = project / (params.get("config_dir") or "config")
+    reason = headless_reason(env, papermill=injected_parameters(namespace) is not None,
+                             allow_stdin=_kernel_allows_stdin())
+    return NotebookSetup(rt, project, config_dir, params, reason, tuple(installed))
 
 
 def _mount_drive(mountpoint: str) -> None:
@@ -79,8 +240,7 @@ def setup_environment(*, mount_drive: bool = True, runtime: Runtime | None = Non
                            "as long as this session.", exc)
         rt = Runtime(rt.kind, rt.root,
                      drive_mounted=(rt.root / "content" / "drive" / "MyDrive").is_dir())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", datefmt="%H:%M:%S", stream=sys.stdout, force=True)
+    _configure_logging()
     logger.info("Runtime: %s%s", rt.kind,
                 f" (Drive {'mounted' if rt.drive_mounted else 'not mounted'})"
                 if rt.is_colab else "")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Runtime", "detect", "environ"]
+__all__ = ["Runtime", "detect", "environ", "headless_reason"]
 
 LOCAL = "local"
 COLAB = "colab"
@@ -81,3 +81,31 @@ def detect(
     if env.get("AZUREML_RUN_ID"):
         return Runtime(AZUREML, root_path)
     return Runtime(LOCAL, root_path)
+
+
+#: Variables that an interactive front end serving the kernel sets (Voila, Jupyter Server).
+_FRONT_END_VARS = ("VOILA_BASE_URL", "VOILA_REQUEST_URL", "VOILA_KERNEL_ID", "JPY_SESSION_NAME")
+
+
+def headless_reason(environ: Mapping[str, str], *, papermill: bool = False,
+                    allow_stdin: bool | None = None) -> str | None:
+    """Why this run has nobody to click a button, or None for an interactive session.
+
+    ``HPO_HEADLESS=1``; a Kaggle batch commit (``KAGGLE_KERNEL_RUN_TYPE=Batch``); or a kernel
+    driven by papermill/nbclient -- parameters injected or input requests refused -- that no
+    interactive server (Voila, Jupyter Server) started. ``HPO_HEADLESS=0`` forces interactive.
+    """
+    flag = environ.get("HPO_HEADLESS", "").strip().lower()
+    if flag in ("0", "false", "no"):
+        return None
+    if flag in ("1", "true", "yes"):
+        return "HPO_HEADLESS is set"
+    if environ.get("KAGGLE_KERNEL_RUN_TYPE") == "Batch":
+        return "Kaggle batch commit"
+    if any(environ.get(v) for v in _FRONT_END_VARS):
+        return None
+    if papermill:
+        return "papermill parameters injected"
+    if allow_stdin is False:
+        return "no front end (kernel refuses input requests, as under papermill)"
+    return None

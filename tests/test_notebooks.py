@@ -20,6 +20,13 @@ NOTEBOOKS = REPO / "notebooks"
 NAMES = sorted(NOTEBOOK_PARAMETERS)
 
 
+@pytest.fixture(autouse=True)
+def _project_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Kernels inherit HPO_PROJECT_DIR: a notebook run from the checkout writes its outputs,
+    mlruns and tracking choice into the test's folder, not into the checkout."""
+    monkeypatch.setenv("HPO_PROJECT_DIR", str(tmp_path / "project"))
+
+
 def _execute(name: str, out: Path, **params) -> nbformat.NotebookNode:
     pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params,
                         cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,

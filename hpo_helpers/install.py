@@ -1,0 +1,186 @@
+"""Installing the project and its notebook extras into a running kernel (issue 14).
+
+Standard library only (``packaging`` when present): this module runs on a fresh Colab or Kaggle
+VM right after the notebook's set-up cell installed the bare package with ``--no-deps``, before
+any dependency is there. :func:`pip_args` turns a ``project_source`` (git URL with optional
+``@ref``, a wheel/sdist/folder path, a wheelhouse folder, or a pip spec) into pip arguments;
+:func:`install_missing` installs the requirements of the package and its extras that the
+runtime lacks -- never torch (pinned to the installed build), never an upgrade of what already
+satisfies the package's own bounds -- and returns what it installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import logging
+import re
+import site
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_EXTRAS", "DIST_NAME", "install_missing", "missing_requirements", "pip_args",
+           "wheelhouse"]
+
+logger = logging.getLogger(__name__)
+
+DIST_NAME = "hpo-helpers"
+#: What the notebooks and the default config need: the offline backbone, the panel, the plots
+#: of notebook 03 and optuna-dashboard.
+DEFAULT_EXTRAS = ("minilm", "widgets", "plots", "dashboard")
+_ARCHIVES = (".whl", ".tar.gz", ".zip")
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+Runner = Callable[[Sequence[str]], None]
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheelhouse(source: str) -> Path | None:
+    """``source`` as a wheelhouse folder (wheels, no project of its own), else None."""
+    path = Path(source).expanduser()
+    if not path.is_dir() or (path / "pyproject.toml").exists() or (path / "setup.py").exists():
+        return None
+    return path if any(path.glob("*.whl")) or any(path.glob("*.tar.gz")) else None
+
+
+def pip_args(source: str, extras: Iterable[str] = DEFAULT_EXTRAS) -> list[str]:
+    """pip ``install`` arguments that install the project (with ``extras``) from ``source``."""
+    source = source.strip()
+    req = f"{DIST_NAME}[{','.join(extras)}]" if extras else DIST_NAME
+    if not source:
+        raise ConfigError("project_source is empty. Fix: set it to your fork "
+                          "(git+https://github.com/<you>/resume-ner@main), a wheel or a "
+                          "wheelhouse folder.")
+    if source.startswith("git+") or re.match(r"^(https?|file)://", source):
+        return [f"{req} @ {source}"]
+    house = wheelhouse(source)
+    if house is not None:
+        return ["--no-index", "--find-links", str(house.absolute()), req]
+    path = Path(source).expanduser()
+    if path.exists():
+        return [f"{req} @ {path.absolute().as_uri()}"]
+    if source.endswith(_ARCHIVES) or source.startswith(("/", "./", "../", "~")):
+        raise ConfigError(f"project_source {source!r} does not exist. Fix: give the path of the "
+                          "wheel, sdist, project folder or wheelhouse folder (on Colab mount "
+                          "Drive first; on Kaggle attach the dataset).")
+    name = _NAME.match(source)
+    if name and _canon(name.group(1)) == DIST_NAME and extras and "[" not in source:
+        return [req + source[name.end():]]
+    return [source]
+
+
+_EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+_SELF_EXTRAS = re.compile(r"\[([^\]]*)\]")
+
+
+def _requirements(extras: Iterable[str]) -> list[str]:
+    """The package's requirements for ``extras`` (markers dropped): from the installed metadata,
+    or -- in a checkout that is not installed -- from ``pyproject.toml``."""
+    try:
+        raw = md.requires(DIST_NAME) or []
+    except md.PackageNotFoundError:
+        return _pyproject_requirements(extras)
+    wanted = set(extras)
+    parsed = [(r.split(";")[0].strip(), _EXTRA.search(r)) for r in raw]
+    for text, extra in parsed:  # notebooks = hpo-helpers[minilm,widgets,...] widens the set
+        if _canon(_NAME.match(text).group(1)) == DIST_NAME and extra and extra.group(1) in wanted:
+            inner = _SELF_EXTRAS.search(text)
+            wanted |= {x.strip() for x in inner.group(1).split(",")} if inner else set()
+    return [text for text, extra in parsed
+            if _canon(_NAME.match(text).group(1)) != DIST_NAME
+            and (extra is None or extra.group(1) in wanted)]
+
+
+def _pyproject_requirements(extras: Iterable[str]) -> list[str]:
+    root = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pip reads the checkout itself
+        return []
+    data = tomllib.loads(root.read_text()) if root.is_file() else {}
+    project = data.get("project", {})
+    optional = project.get("optional-dependencies", {})
+    out = list(project.get("dependencies", []))
+    for extra in extras:
+        for req in optional.get(extra, []):
+            out.append(req)
+    return [r for r in out if _canon(_NAME.match(r).group(1)) != DIST_NAME]
+
+
+def missing_requirements(extras: Iterable[str] = DEFAULT_EXTRAS) -> list[str]:
+    """Requirements of the package and ``extras`` that the current environment lacks or does
+    not satisfy (all of them when ``packaging`` is unavailable to check)."""
+    reqs = _requirements(extras)
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        return reqs
+    missing = []
+    for text in reqs:
+        req = Requirement(text)
+        try:
+            version = md.version(req.name)
+        except md.PackageNotFoundError:
+            missing.append(text)
+            continue
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            missing.append(text)
+    return missing
+
+
+def _installed() -> dict[str, str]:
+    return {_canon(d.metadata["Name"] or ""): d.version for d in md.distributions()}
+
+
+def _pip(args: Sequence[str]) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], check=True)
+
+
+def install_missing(*, extras: Iterable[str] = DEFAULT_EXTRAS, source: str | None = None,
+                    run: Runner | None = None) -> list[str]:
+    """Install what the package and ``extras`` need and the kernel lacks; returns
+    ``["name version", ...]`` of what changed. Safe to call again (then it installs nothing).
+
+    ``source`` matters only for a wheelhouse folder (offline Kaggle): pip then looks only
+    there. torch is pinned to the installed build, so it is never replaced.
+    """
+    extras = tuple(extras)
+    todo = missing_requirements(extras)
+    if not todo:
+        return []
+    before = _installed()
+    args: list[str] = []
+    house = wheelhouse(source) if source else None
+    if house is not None:
+        args += ["--no-index", "--find-links", str(house.absolute())]
+    with tempfile.TemporaryDirectory() as tmp:
+        if "torch" in before:
+            constraints = Path(tmp) / "constraints.txt"
+            constraints.write_text(f"torch=={before['torch']}\n")
+            args += ["--constraint", str(constraints)]
+        else:
+            logger.warning("torch is not installed; the runtime (Colab, Kaggle) normally ships "
+                           "it. Fix: install the torch build for your machine.")
+        logger.info("Installing %s", ", ".join(todo))
+        (run or _pip)([*args, *todo])
+    make_importable()
+    after = _installed()
+    return sorted(f"{n} {v}" for n, v in after.items() if before.get(n) != v)
+
+
+def make_importable() -> None:
+    """Make what pip just installed importable in this kernel: forget cached directory listings
+    and put site-packages folders created after start-up on ``sys.path``."""
+    importlib.invalidate_caches()
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    for d in dirs:
+        if Path(d).is_dir() and d not in sys.path:
+            sys.path.append(d)

@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_ANNOUNCED: set[Path] = set()
 
 MODEL_FILE = "model.pt"
 TRAINING_FILE = "training_state.pt"  # optimizer, scheduler, RNG
@@ -95,7 +96,10 @@ def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_
             shutil.rmtree(other, ignore_errors=True)
         elif ".tmp-" in other.name and other != final:
             shutil.rmtree(other, ignore_errors=True)  # leftovers of a killed writer
-    logger.info("Checkpoint saved: %s (epoch %s, step %s)", final, state.get("epoch"), step)
+    # The full path once per trial folder, then only the checkpoint's name (#14: less noise).
+    where = final.name if trial_dir in _ANNOUNCED else str(final)
+    _ANNOUNCED.add(trial_dir)
+    logger.info("Checkpoint saved: %s (epoch %s, step %s)", where, state.get("epoch"), step)
     return final
 
 

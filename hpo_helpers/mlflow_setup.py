@@ -211,7 +211,7 @@ def setup_mlflow_cross_platform(experiment_name: str, ml_client: Any = None, *,
         except Exception as exc:  # noqa: BLE001 - credential, network, missing workspace
             cause = "credential" if "credential" in type(exc).__name__.lower() or \
                 "authentic" in str(exc).lower() else "workspace lookup"
-            cause += " timed out" if isinstance(exc, TimeoutError) else ""
+            cause += " (timed out)" if isinstance(exc, TimeoutError) else ""
             logger.warning("Azure ML %s failed for workspace %r (%s). Fix: check `az login` / "
                            "the service principal and the workspace name in "
                            "config/infrastructure.yaml. Falling back to local tracking.",

@@ -299,11 +299,12 @@ def _free_memory() -> None:
             pass
 
 
-def _progress(total: int, initial: int, desc: str) -> Any:
+def _progress(total: int, initial: int, desc: str, position: int) -> Any:
     from tqdm.auto import tqdm
 
+    # Fixed positions keep both bars on screen: trials on line 0, the trial's steps below.
     return tqdm(total=total, initial=initial, desc=desc, disable=None, leave=False,
-                dynamic_ncols=True)
+                dynamic_ncols=True, position=position)
 
 
 def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs,
@@ -316,7 +317,7 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
     epochs = int(params["epochs"])
     fold_scores: list[float] = []
     result = FitResult(best_f1=-1.0)
-    step_bar = _progress(0, 0, f"trial {trial.number}")
+    step_bar = _progress(0, 0, f"trial {trial.number}", 1)
     try:
         for f, (train_w, eval_docs, eval_w) in enumerate(prep.folds):
             fold_dir = None if ckpt_dir is None else (
@@ -684,8 +685,12 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                          recovered=opened.recovered)
         n_complete = sweep.n_complete()
         events.sweep_started(outcome, n_complete, hpo.max_trials)
-        trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
-        with stop.installed(), contextlib.closing(trial_bar):
+        trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials", 0)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        # Log lines go through tqdm.write, above the bars, instead of overwriting them (#14).
+        with stop.installed(), contextlib.closing(trial_bar), \
+                logging_redirect_tqdm(tqdm_class=type(trial_bar)):
             sweep.run(trial_bar)
         if outcome.interrupted:
             outcome.stop_reason = (

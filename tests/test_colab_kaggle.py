@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import socket
 import time
-import tomllib
 from pathlib import Path
 
 import nbformat
 import papermill as pm
 import pytest
+import tomllib
 
 from hpo_helpers import ConfigError
 from hpo_helpers.install import DIST_NAME, pip_args, wheelhouse
@@ -143,7 +143,7 @@ def test_headless_detection(env, papermill, stdin, expected) -> None:
     assert reason == expected or (expected and reason.startswith(expected))
 
 
-# -- tracking ---------------------------------------------------------------------------------------
+# -- tracking -----------------------------------------------------------------------------
 
 def test_tracking_choice_has_no_password(tmp_path: Path) -> None:
     from hpo_helpers.mlflow_setup import TrackingSetup
@@ -249,7 +249,7 @@ def test_mlflow_tracking_uri_of_an_azure_ml_job_is_honoured(tmp_path: Path) -> N
     assert not (tmp_path / "mlruns").exists()
 
 
-# -- README links ------------------------------------------------------------------------------------
+# -- README links -------------------------------------------------------------------------
 
 def test_readme_links_are_built_from_the_one_repository_url() -> None:
     url = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
@@ -271,8 +271,8 @@ def test_unset_source_outside_a_checkout_is_a_one_line_error(tmp_path: Path) -> 
 
     nb = nbformat.read(NOTEBOOKS / "02_run_hpo.ipynb", as_version=4)
     code = "project_source = None\n" + nb.cells[2].source
-    res = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 1 and last.startswith("ModuleNotFoundError: hpo_helpers is not "
                                                     "installed") and "set project_source" in last

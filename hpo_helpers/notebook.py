@@ -107,17 +107,14 @@ def project_folder(runtime: Runtime, env: Mapping[str, str] | None = None,
 
 def default_config_dir() -> Path:
     """The default configs: the wheel's package data, or ``config/`` of the checkout."""
-    from importlib.resources import files
-
-    try:
-        return Path(str(files("hpo_helpers.default_config")))
-    except ModuleNotFoundError:
-        checkout = _checkout()
-        if checkout is None:
-            raise ConfigError("the default configs are missing from this installation of "
-                              "hpo_helpers. Fix: reinstall it from a wheel or the project "
-                              "folder.") from None
-        return checkout / "config"
+    shipped = Path(__file__).resolve().parent / "default_config"
+    if shipped.is_dir():
+        return shipped
+    checkout = _checkout()
+    if checkout is None:
+        raise ConfigError("the default configs are missing from this installation of "
+                          "hpo_helpers. Fix: reinstall it from a wheel or the project folder.")
+    return checkout / "config"
 
 
 def _prepare_project(project: Path) -> None:

@@ -54,7 +54,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (vm_site / "_preinstalled.pth").write_text(f"{view}\n")
     probe = subprocess.run([str(python), "-c", "import importlib.util, torch, papermill, "
                             "ipykernel; print(importlib.util.find_spec('hpo_helpers'))"],
-                           capture_output=True, text=True, env=_env())
+                           capture_output=True, text=True, env=_env(), cwd=base)
     assert probe.stdout.strip() == "None", probe.stderr[-2000:]
     return python
 
@@ -68,7 +68,7 @@ def _env(**extra: str) -> dict[str, str]:
 def _fresh_vm(python: Path) -> None:
     """A new VM: the image without anything a previous session installed."""
     subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "hpo-helpers"],
-                   env=_env(), capture_output=True)
+                   env=_env(), capture_output=True, cwd=python.parents[1])
 
 
 def _papermill(python: Path, nb: Path, cwd: Path, env: dict[str, str], **params) -> tuple[
@@ -77,8 +77,8 @@ def _papermill(python: Path, nb: Path, cwd: Path, env: dict[str, str], **params)
     args = [str(python), "-m", "papermill", str(nb), str(out), "-k", "python3", "--cwd",
             str(cwd)]
     for k, v in params.items():
-        args += ["-p" if isinstance(v, str) else "-y", k, v if isinstance(v, str) else repr(v)]
-    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+        args += ["-p", k, str(v)]  # papermill's CLI turns "2" into an int
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
     text = ""
     if out.exists():
         book = nbformat.read(out, as_version=4)
@@ -127,7 +127,7 @@ def test_fresh_colab_vm_killed_mid_trial_resumes_from_drive(vm: Path, source: st
                            {**env, "HPO_FAULT_KILL_AT": "checkpoint_write:2"}, **params)
     assert res.returncode != 0, "the kernel should have been killed"
     drive = content / "drive" / "MyDrive" / "resume-ner-checkpoints"
-    assert (drive / "hpo" / "tiny" / "study.db").is_file()
+    assert (drive / "hpo" / "tiny" / "study.db").is_file(), (res.stderr[-3000:], text[-3000:])
     assert (content / "resume-ner" / "config" / "hpo" / "smoke.yaml").is_file()  # defaults
 
     # A new VM: everything but Drive is gone, and the image lacks hpo_helpers again.

@@ -151,8 +151,12 @@ def test_fresh_colab_vm_killed_mid_trial_resumes_from_drive(vm: Path, source: st
     res, text3 = _papermill(vm, nb3, content, env, project_source=source,
                             config_dir=str(project.config_dir), hpo_config=str(project.hpo))
     assert res.returncode == 0, (res.stderr[-3000:], text3[-3000:])
-    assert "hpo_tiny" in text3 and "colab-e2e" in text3  # the study and its MLflow runs
+    assert "Study hpo_tiny" in text3 and "interrupted" in text3
+    assert "params.checkpoint_path" in text3 and "metrics.n_completed_trials" in text3  # MLflow
     assert not list(content.glob("*.db")) and not (content / "mlruns").exists()
+    if text3.count("inspection: Study hpo_tiny") != 1:
+        pytest.xfail("03 lists the Drive snapshot and the live copy as two studies: issue 14 "
+                     "item 5 (SQLite never opens a Drive file), a later phase")
 
 
 def test_fresh_kaggle_vm_installs_from_an_offline_wheelhouse(vm: Path, project,

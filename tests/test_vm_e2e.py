@@ -92,6 +92,8 @@ def _states(db: Path, tmp: Path) -> list[str]:
     """Trial states of a study file, read from a local copy (never SQLite on 'Drive')."""
     copy = tmp / f"copy-{db.name}"
     shutil.copyfile(db, copy)
+    if Path(f"{db}-wal").exists():  # a live WAL database (Kaggle: durable == working)
+        shutil.copyfile(f"{db}-wal", f"{copy}-wal")
     with sqlite3.connect(copy) as conn:
         return [r[0] for r in conn.execute("SELECT state FROM trials ORDER BY number")]
 

@@ -277,3 +277,45 @@ def test_unset_source_outside_a_checkout_is_a_one_line_error(tmp_path: Path) -> 
     assert res.returncode == 1 and last.startswith("ModuleNotFoundError: hpo_helpers is not "
                                                     "installed") and "set project_source" in last
 
+
+
+# -- installing into the kernel ------------------------------------------------------------------
+
+@pytest.fixture
+def fake_metadata(monkeypatch):
+    import importlib.metadata as md
+
+    real = md.requires
+    reqs = ["PyYAML>=6", "surely-not-installed-pkg>=1; extra == \"widgets\"",
+            "another-missing-pkg; extra == \"plots\"",
+            "hpo-helpers[widgets]; extra == \"notebooks\"", "papermill; extra == \"notebooks\""]
+    monkeypatch.setattr(md, "requires",
+                        lambda name: reqs if name == DIST_NAME else real(name))
+
+
+def test_missing_requirements_follow_the_extras(fake_metadata) -> None:
+    from hpo_helpers.install import missing_requirements
+
+    assert missing_requirements(("widgets",)) == ["surely-not-installed-pkg>=1"]
+    assert missing_requirements(("notebooks",)) == ["surely-not-installed-pkg>=1"]
+    assert missing_requirements(()) == []  # PyYAML is there: nothing to do, pip not run
+
+
+def test_install_pins_torch_and_uses_only_the_wheelhouse(fake_metadata, tmp_path: Path) -> None:
+    import importlib.metadata as md
+
+    from hpo_helpers.install import install_missing
+
+    (tmp_path / "x-1-py3-none-any.whl").write_bytes(b"")
+    calls: list[list[str]] = []
+
+    def run(args) -> None:
+        args = list(args)
+        constraint = Path(args[args.index("--constraint") + 1]).read_text()
+        calls.append([*args, constraint])
+
+    assert install_missing(extras=("widgets", "plots"), source=str(tmp_path), run=run) == []
+    (args,) = calls
+    assert args[:3] == ["--no-index", "--find-links", str(tmp_path)]
+    assert args[-1] == f"torch=={md.version('torch')}\n"
+    assert {"surely-not-installed-pkg>=1", "another-missing-pkg"} <= set(args)

@@ -16,10 +16,21 @@ py="${PYTHON:-}"
 mkdir -p "$out"
 "$py" -m pip wheel -q --no-deps . -w "$out"
 if [ "$only" = 0 ]; then
-  # Wheels for the dependencies; torch is excluded (the runtime's build is kept).
-  "$py" -m pip download -q -d "$out" --only-binary=:all: \
-    "$(ls "$out"/hpo_helpers-*.whl | head -1)[minilm,widgets,plots,dashboard]" 2>/dev/null \
-    || "$py" -m pip download -q -d "$out" ".[minilm,widgets,plots,dashboard]"
-  rm -f "$out"/torch-*.whl "$out"/nvidia_*.whl "$out"/triton-*.whl
+  # Resolve the package with its notebook extras (metadata only), then fetch every wheel except
+  # torch and its CUDA companions: the runtime's own torch build is kept (issue 14).
+  whl="$(ls "$out"/hpo_helpers-*.whl | head -1)"
+  "$py" -m pip install -q --dry-run --ignore-installed --report "$out/.report.json" \
+    "hpo-helpers[minilm,widgets,plots,dashboard] @ file://$(cd "$(dirname "$whl")" && pwd)/$(basename "$whl")"
+  "$py" - "$out" <<'PY'
+import json, subprocess, sys
+out = sys.argv[1]
+items = json.load(open(f"{out}/.report.json"))["install"]
+skip = ("torch", "nvidia-", "triton", "cuda-", "hpo-helpers")
+reqs = [f"{i['metadata']['name']}=={i['metadata']['version']}" for i in items
+        if not i["metadata"]["name"].lower().startswith(skip)]
+subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", out, *reqs],
+               check=True)
+PY
+  rm -f "$out/.report.json"
 fi
 ls "$out"

@@ -31,7 +31,10 @@ from pathlib import Path
 def mount(mountpoint, force_remount=False):
     Path(mountpoint, "MyDrive").mkdir(parents=True, exist_ok=True)
 '''
-_HIDDEN = ("hpo_helpers", "__editable__", "_hpo_helpers", "__pycache__")
+# Not in the image: the package, and ipywidgets (so the set-up must install a dependency: from
+# the registry on Colab -- this machine's local index --, from the wheelhouse on Kaggle).
+_HIDDEN = ("hpo_helpers", "__editable__", "_hpo_helpers", "__pycache__", "ipywidgets")
+IPYWIDGETS = "ipywidgets==8.1.9"
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +70,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _fresh_vm(python: Path) -> None:
     """A new VM: the image without anything a previous session installed."""
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "hpo-helpers"],
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "hpo-helpers", "ipywidgets"],
                    env=_env(), capture_output=True, cwd=python.parents[1])
 
 
@@ -141,6 +144,7 @@ def test_fresh_colab_vm_killed_mid_trial_resumes_from_drive(vm: Path, source: st
     res, text = _papermill(vm, nb, content, env, **params)
     assert res.returncode == 0, (res.stderr[-3000:], text[-3000:])
     assert "hpo_helpers 0.1.0 from" in text
+    assert "Installed into this kernel: ipywidgets 8.1.9" in text
     assert "Headless run (papermill parameters injected)" in text
     assert "Restored the study from the durable copy" in text
     assert "Checkpoint restored from the durable mirror" in text
@@ -170,6 +174,8 @@ def test_fresh_kaggle_vm_installs_from_an_offline_wheelhouse(vm: Path, project,
     subprocess.run(["bash", str(REPO / "scripts" / "build_wheelhouse.sh"), "--project-only",
                     str(dataset)], check=True, env=_env(PYTHON=sys.executable),
                    capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d",
+                    str(dataset), IPYWIDGETS], check=True, env=_env(), cwd=tmp_path)
     mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(dataset), str(dataset)],
                              capture_output=True).returncode == 0
     try:
@@ -189,6 +195,7 @@ def test_fresh_kaggle_vm_installs_from_an_offline_wheelhouse(vm: Path, project,
             subprocess.run(["umount", str(dataset)], check=False)
     assert res.returncode == 0, (res.stderr[-3000:], text[-3000:])
     assert "Headless run (Kaggle batch commit)" in text and "Sweep complete: 2/2" in text
+    assert "Installed into this kernel: ipywidgets 8.1.9" in text
     db = working / "resume-ner" / "outputs" / "hpo" / "tiny" / "study.db"
     assert _states(db, tmp_path).count("COMPLETE") == 2
     if not mounted:

@@ -2,8 +2,8 @@
 
 Standard library only (``packaging`` when present): this module runs on a fresh Colab or Kaggle
 VM right after the notebook's set-up cell installed the bare package with ``--no-deps``, before
-any dependency is there. :func:`pip_args` turns a ``project_source`` (git URL with optional
-``@ref``, a wheel/sdist/folder path, a wheelhouse folder, or a pip spec) into pip arguments;
+any dependency is there. (That cell hands ``project_source`` -- a git URL with optional
+``@ref``, a wheel/sdist/folder path, a wheelhouse folder, or a pip spec -- to pip itself.)
 :func:`install_missing` installs the requirements of the package and its extras that the
 runtime lacks -- never torch (pinned to the installed build), never an upgrade of what already
 satisfies the package's own bounds -- and returns what it installed.
@@ -22,10 +22,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .errors import ConfigError
-
-__all__ = ["DEFAULT_EXTRAS", "DIST_NAME", "install_missing", "missing_requirements", "pip_args",
-           "wheelhouse"]
+__all__ = ["DEFAULT_EXTRAS", "DIST_NAME", "install_missing", "make_importable",
+           "missing_requirements", "wheelhouse"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +31,6 @@ DIST_NAME = "hpo-helpers"
 #: What the notebooks and the default config need: the offline backbone, the panel, the plots
 #: of notebook 03 and optuna-dashboard.
 DEFAULT_EXTRAS = ("minilm", "widgets", "plots", "dashboard")
-_ARCHIVES = (".whl", ".tar.gz", ".zip")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 Runner = Callable[[Sequence[str]], None]
@@ -49,32 +46,6 @@ def wheelhouse(source: str) -> Path | None:
     if not path.is_dir() or (path / "pyproject.toml").exists() or (path / "setup.py").exists():
         return None
     return path if any(path.glob("*.whl")) or any(path.glob("*.tar.gz")) else None
-
-
-def pip_args(source: str, extras: Iterable[str] = DEFAULT_EXTRAS) -> list[str]:
-    """pip ``install`` arguments that install the project (with ``extras``) from ``source``."""
-    source = source.strip()
-    req = f"{DIST_NAME}[{','.join(extras)}]" if extras else DIST_NAME
-    if not source:
-        raise ConfigError("project_source is empty. Fix: set it to your fork "
-                          "(git+https://github.com/<you>/resume-ner@main), a wheel or a "
-                          "wheelhouse folder.")
-    if source.startswith("git+") or re.match(r"^(https?|file)://", source):
-        return [f"{req} @ {source}"]
-    house = wheelhouse(source)
-    if house is not None:
-        return ["--no-index", "--find-links", str(house.absolute()), req]
-    path = Path(source).expanduser()
-    if path.exists():
-        return [f"{req} @ {path.absolute().as_uri()}"]
-    if source.endswith(_ARCHIVES) or source.startswith(("/", "./", "../", "~")):
-        raise ConfigError(f"project_source {source!r} does not exist. Fix: give the path of the "
-                          "wheel, sdist, project folder or wheelhouse folder (on Colab mount "
-                          "Drive first; on Kaggle attach the dataset).")
-    name = _NAME.match(source)
-    if name and _canon(name.group(1)) == DIST_NAME and extras and "[" not in source:
-        return [req + source[name.end():]]
-    return [source]
 
 
 _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")

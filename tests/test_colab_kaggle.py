@@ -13,7 +13,7 @@ import pytest
 import tomllib
 
 from hpo_helpers import ConfigError
-from hpo_helpers.install import DIST_NAME, pip_args, wheelhouse
+from hpo_helpers.install import DIST_NAME, wheelhouse
 from hpo_helpers.mlflow_setup import (
     load_tracking_choice,
     project_tracking_uri,
@@ -29,32 +29,14 @@ from .conftest import REPO
 NOTEBOOKS = REPO / "notebooks"
 
 
-# -- project_source -> pip ---------------------------------------------------------------------
+# -- project_source ------------------------------------------------------------------------------
 
-def test_pip_args_for_each_kind_of_source(tmp_path: Path) -> None:
-    extras = ("minilm", "widgets")
-    req = f"{DIST_NAME}[minilm,widgets]"
-    assert pip_args("git+https://github.com/u/resume-ner@v1", extras) == [
-        f"{req} @ git+https://github.com/u/resume-ner@v1"]
-    assert pip_args("git+file:///tmp/x", extras) == [f"{req} @ git+file:///tmp/x"]
-    wheel = tmp_path / "hpo_helpers-0.1.0-py3-none-any.whl"
-    wheel.write_bytes(b"")
-    assert pip_args(str(wheel), extras) == [f"{req} @ {wheel.as_uri()}"]
+def test_wheelhouse_is_a_folder_of_wheels_without_a_project(tmp_path: Path) -> None:
+    assert wheelhouse(str(tmp_path)) is None
+    (tmp_path / "hpo_helpers-0.1.0-py3-none-any.whl").write_bytes(b"")
     assert wheelhouse(str(tmp_path)) == tmp_path
-    assert pip_args(str(tmp_path), extras) == ["--no-index", "--find-links", str(tmp_path), req]
-    assert pip_args(str(REPO), extras) == [f"{req} @ {REPO.as_uri()}"]  # a project folder
-    assert pip_args("hpo-helpers==0.1.0", extras) == [f"{req}==0.1.0"]
-
-
-@pytest.mark.parametrize("source", ["/nowhere/hpo_helpers-0.1.0-py3-none-any.whl", "./missing"])
-def test_pip_args_missing_path_is_an_error(source: str) -> None:
-    with pytest.raises(ConfigError, match=r"project_source .* does not exist\. Fix: give the path"):
-        pip_args(source)
-
-
-def test_pip_args_empty_source_is_an_error() -> None:
-    with pytest.raises(ConfigError, match=r"project_source is empty\. Fix: set it to your fork"):
-        pip_args("  ")
+    assert wheelhouse(str(REPO)) is None  # a project folder is installed, not searched
+    assert wheelhouse("git+https://github.com/u/resume-ner@v1") is None
 
 
 # -- parameters ----------------------------------------------------------------------------------

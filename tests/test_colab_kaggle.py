@@ -301,3 +301,17 @@ def test_install_pins_torch_and_uses_only_the_wheelhouse(fake_metadata, tmp_path
     assert args[:3] == ["--no-index", "--find-links", str(tmp_path)]
     assert args[-1] == f"torch=={md.version('torch')}\n"
     assert {"surely-not-installed-pkg>=1", "another-missing-pkg"} <= set(args)
+
+
+def test_03_reads_the_project_store_and_writes_nothing_where_it_runs(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    project = tmp_path / "project"
+    monkeypatch.setenv("HPO_PROJECT_DIR", str(project))
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = work / "03.ipynb"
+    nb.write_text((NOTEBOOKS / "03_inspect_checkpoints.ipynb").read_text())
+    pm.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        cwd=str(work), progress_bar=False, parameters={"backbones": ["tiny"]})
+    assert sorted(p.name for p in work.iterdir()) == ["03.ipynb"]
+    assert (project / "mlruns" / "mlflow.db").is_file()  # the project's store was searched

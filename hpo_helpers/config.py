@@ -26,9 +26,11 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .names import backbone_path_name, check_name
 
 __all__ = [
     "CheckpointConfig",
+    "Configs",
     "DataConfig",
     "HpoConfig",
     "ObjectiveConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "PrunerConfig",
     "SamplerConfig",
     "TrainConfig",
+    "load_configs",
     "load_data_config",
     "load_hpo_config",
     "load_train_config",
@@ -189,10 +192,6 @@ def _fail(file: Path, key: str, value: Any, why: str, fix: str) -> ConfigError:
     return ConfigError(f"{file}: key '{key}' = {value!r} {why}. Fix: {fix}")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
 def _coerce(file: Path, key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
@@ -289,6 +288,8 @@ def _check_storage_path(file: Path, storage_path: str) -> None:
         or ".." in Path(probe).parts
         or "\\" in probe
         or not probe.strip()
+        or "{" in probe
+        or "}" in probe  # only the {backbone} placeholder: no attributes, indexes or formats
     )
     try:
         storage_path.format(backbone="b")
@@ -420,6 +421,12 @@ def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
     _check_storage_path(file, cfg.checkpoint.storage_path)
     if cfg.study_name is not None and not cfg.study_name.strip():
         raise _fail(file, "study_name", cfg.study_name, "is empty", "remove it or name the study")
+    if cfg.study_name is not None:
+        try:
+            check_name(cfg.study_name, key="study_name",
+                       fix="use letters, digits, '_', '-' or '.', e.g. 'hpo_minilm_v2'")
+        except ConfigError as exc:
+            raise ConfigError(f"{file}: key 'study_name': {exc}") from None
     if cfg.storage_url is not None:
         check_storage_url(file, cfg.storage_url)
         if not cfg.checkpoint.auto_resume:
@@ -431,10 +438,8 @@ def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
                     f"heartbeat_interval ({cfg.heartbeat_interval})",
                     "give a dead worker's heartbeat time to be missed, e.g. grace_period: 120 "
                     "with heartbeat_interval: 10 (and above the longest checkpoint write)")
-    from .paths import check_backbone_slug
-
     try:
-        check_backbone_slug(cfg.backbone)
+        backbone_path_name(cfg.backbone)
     except ConfigError as exc:
         raise ConfigError(f"{file}: key 'backbone': {exc}") from None
     return cfg
@@ -465,3 +470,32 @@ def load_data_config(source: Path | str | Mapping[str, Any]) -> DataConfig:
                     f"map onto one of {', '.join(cfg.entity_types)}")
     lowered = {k.lower(): v for k, v in cfg.label_map.items()}
     return dataclasses.replace(cfg, label_map={**lowered, **cfg.label_map})
+
+
+@dataclass(frozen=True)
+class Configs:
+    """The three configs of a sweep and the folder they were read from."""
+
+    hpo: HpoConfig
+    train: TrainConfig
+    data: DataConfig
+    config_dir: Path
+
+
+def _resolve_file(value: Any, config_dir: Path) -> Any:
+    if isinstance(value, (str, Path)):
+        p = Path(value)
+        if not p.is_absolute() and not p.exists() and (config_dir / p).exists():
+            return config_dir / p
+        return p
+    return value
+
+
+def load_configs(config_dir: Path | str, hpo_config: Any, train_config: Any = None,
+                 data_config: Any = None) -> Configs:
+    """Read the HPO, train and data configs (paths are tried as given, then under config_dir)."""
+    cdir = Path(config_dir)
+    hpo = load_hpo_config(_resolve_file(hpo_config, cdir))
+    train = load_train_config(_resolve_file(train_config or hpo.train_config, cdir))
+    data = load_data_config(_resolve_file(data_config or hpo.data_config, cdir))
+    return Configs(hpo, train, data, cdir)

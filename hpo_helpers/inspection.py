@@ -11,6 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .layout import is_study_file
+from .schema import study_name
+
 __all__ = [
     "compare_studies",
     "default_roots",
@@ -34,7 +37,7 @@ def find_study_files(roots: Iterable[Path | str]) -> list[Path]:
             found[r.resolve()] = None
         elif r.is_dir():
             for p in sorted(r.rglob("*.db")):
-                if p.name == "mlflow.db" or "trials" in p.parts:
+                if p.name == "mlflow.db" or not is_study_file(p):
                     continue
                 found[p.resolve()] = None
     return list(found)
@@ -142,13 +145,11 @@ def mlflow_checkpoints(tracking_uri: str | None = None) -> Any:
 def default_roots(config_dir: Path | str, hpo_config: Any, *, output_dir: Path | str | None =
                   None, runtime: Any = None) -> list[Path]:
     """The durable and working output folders of the runtime, where studies are looked for."""
-    from .paths import resolve
-    from .runtime import detect
-    from .sweep import load_configs
+    from .config import load_configs
+    from .status import study_paths
 
     cfg = load_configs(config_dir, hpo_config)
-    paths = resolve(runtime or detect(), backbone=cfg.hpo.backbone,
-                    storage_path=cfg.hpo.checkpoint.storage_path, output_dir=output_dir)
+    paths = study_paths(cfg, output_dir=output_dir, runtime=runtime)
     return list(dict.fromkeys([paths.durable_dir, paths.working_dir]))
 
 
@@ -172,7 +173,7 @@ def inspect_all(roots: Iterable[Path | str], *, tracking_uri: str | None = None,
         display(runs[cols])
     studies = load_studies(files + ([storage_url] if storage_url else []))
     if backbones:
-        wanted = tuple(f"hpo_{b}" for b in backbones)
+        wanted = tuple(study_name(b) for b in backbones)
         studies = [s for s in studies if s.study_name.startswith(wanted)]
     for study in studies:
         logger.info("Study %s", study.study_name)

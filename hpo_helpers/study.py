@@ -28,6 +28,7 @@ from typing import Any
 from .config import HpoConfig
 from .errors import FingerprintMismatchError, StudyLockedError
 from .paths import StudyPaths
+from .schema import CREATED_AT, study_name
 from .snapshot import (
     BUSY_TIMEOUT_S,
     check_database,
@@ -120,7 +121,8 @@ def archive_study(paths: StudyPaths, study_name: str) -> list[Path]:
             moved.append(set_aside(db, "archived"))
             for suffix in ("-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)  # empty after the checkpoint
-    for folder in (paths.trials_dir(study_name), paths.models_dir(study_name)):
+    layout = paths.layout(study_name)
+    for folder in dict.fromkeys([*layout.archived_folders(), *layout.study_models_folders()]):
         if folder.exists():
             moved.append(set_aside(folder, "archived"))
     for m in moved:
@@ -278,7 +280,7 @@ def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
     from .distributed import SharedStudy, open_storage
     from .redaction import mask
 
-    name = hpo.study_name or f"hpo_{backbone}"
+    name = study_name(backbone, hpo.study_name)
     storage = open_storage(url, heartbeat_interval=hpo.heartbeat_interval,
                            grace_period=hpo.grace_period, on_stale=on_stale)
     resumed = name in set(optuna.get_all_study_names(storage))
@@ -298,7 +300,7 @@ def open_study(*, hpo: HpoConfig, backbone: str, paths: StudyPaths | None,
     """Create or resume the study; ``paths=None`` means checkpointing is off (in memory)."""
     import optuna
 
-    base_name = hpo.study_name or f"hpo_{backbone}"
+    base_name = study_name(backbone, hpo.study_name)
     if paths is None:
         study = optuna.create_study(study_name=base_name, direction=hpo.objective.direction,
                                     sampler=sampler, pruner=pruner)
@@ -328,7 +330,7 @@ def open_study(*, hpo: HpoConfig, backbone: str, paths: StudyPaths | None,
                                         direction=hpo.objective.direction, sampler=sampler,
                                         pruner=pruner)
             study.set_user_attr("fingerprint", fingerprint_parts)
-            study.set_user_attr("created_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+            study.set_user_attr(CREATED_AT, time.strftime("%Y-%m-%dT%H:%M:%S"))
         recovered = recover_interrupted(study)
         counts = count_states(study)
         logger.info("Study %s %s: %s (%d COMPLETE, %d PRUNED, %d FAIL)", name,

@@ -37,12 +37,14 @@ def _stage(folder: Path, staging: Path) -> None:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    for f in folder.iterdir():
+    for f in folder.rglob("*"):
         if f.is_file():
+            target = staging / f.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(f, staging / f.name)  # survives the trainer deleting ``folder``
+                os.link(f, target)  # survives the trainer deleting ``folder``
             except OSError:  # a file system without hard links: copy (slower, same result)
-                shutil.copyfile(f, staging / f.name)
+                shutil.copyfile(f, target)
 
 
 class CheckpointMirror:

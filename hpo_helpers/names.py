@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import reprlib
 from pathlib import Path
 
 from .errors import ConfigError
@@ -21,9 +22,17 @@ MAX_NAME = 100
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 6, 6, 6
+_REPR.maxstring = _REPR.maxother = 80
+
+
 def short(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to about ``limit`` characters (``...`` marks the cut)."""
-    text = repr(value)
+    """A ``repr`` of ``value`` cut to about ``limit`` characters (``...`` marks the cut).
+
+    Bounded in depth and length before it is built: a YAML alias bomb (nested aliases that
+    repeat one list billions of times) costs no more to quote than a short list."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -9,10 +9,16 @@ import logging
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .layout import is_study_file
-from .schema import study_name
+from .schema import INTERRUPTED, RESUMED_FROM_EPOCH, RETRY_OF, study_name
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+    import optuna
+    import pandas
+
 
 __all__ = [
     "compare_studies",
@@ -43,7 +49,7 @@ def find_study_files(roots: Iterable[Path | str]) -> list[Path]:
     return list(found)
 
 
-def load_studies(files: Iterable[Path | str]) -> list[Any]:
+def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
     """Every Optuna study in ``files`` (SQLite paths or database URLs; unreadable ones skipped)."""
     import optuna
 
@@ -63,7 +69,7 @@ def load_studies(files: Iterable[Path | str]) -> list[Any]:
     return studies
 
 
-def trials_table(study: Any) -> Any:
+def trials_table(study: optuna.Study) -> pandas.DataFrame:
     """One row per trial: number, state, value, params, interrupted/retry info, duration."""
     import pandas as pd
 
@@ -72,15 +78,15 @@ def trials_table(study: Any) -> Any:
         rows.append({
             "number": t.number, "state": t.state.name, "value": t.value,
             **{f"param_{k}": v for k, v in t.params.items()},
-            "interrupted": bool(t.user_attrs.get("interrupted", False)),
-            "retry_of": t.user_attrs.get("retry_of"),
-            "resumed_from_epoch": t.user_attrs.get("resumed_from_epoch"),
+            INTERRUPTED: bool(t.user_attrs.get(INTERRUPTED, False)),
+            RETRY_OF: t.user_attrs.get(RETRY_OF),
+            RESUMED_FROM_EPOCH: t.user_attrs.get(RESUMED_FROM_EPOCH),
             "duration_s": t.duration.total_seconds() if t.duration else None,
         })
     return pd.DataFrame(rows)
 
 
-def compare_studies(studies: Iterable[Any]) -> Any:
+def compare_studies(studies: Iterable[optuna.Study]) -> pandas.DataFrame:
     """One row per study: counts by state and the best value and params."""
     import pandas as pd
 
@@ -101,7 +107,7 @@ def compare_studies(studies: Iterable[Any]) -> Any:
     return pd.DataFrame(rows)
 
 
-def plot_study(study: Any) -> list[Any]:
+def plot_study(study: optuna.Study) -> list[matplotlib.figure.Figure]:
     """Matplotlib figures: history, importances, parallel coordinates, intermediate values."""
     import matplotlib
 
@@ -128,7 +134,7 @@ def plot_study(study: Any) -> list[Any]:
     return figures
 
 
-def mlflow_checkpoints(tracking_uri: str | None = None) -> Any:
+def mlflow_checkpoints(tracking_uri: str | None = None) -> pandas.DataFrame | None:
     """Sweeps with checkpointing that MLflow knows of (the seed's search), or None."""
     try:
         import mlflow

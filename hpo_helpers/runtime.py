@@ -37,10 +37,6 @@ class Runtime:
     def is_colab(self) -> bool:
         return self.kind == COLAB
 
-    @property
-    def is_kaggle(self) -> bool:
-        return self.kind == KAGGLE
-
 
 def environ() -> Mapping[str, str]:
     """The process environment; the one place other modules get it from (STYLE 4)."""

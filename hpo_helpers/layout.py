@@ -32,6 +32,7 @@ __all__ = [
     "BEST_MODEL",
     "COLAB_LOCAL_ROOT",
     "DRIVE_MOUNT",
+    "DRIVE_MOUNTPOINT",
     "DRIVE_ROOT",
     "FOLD_RESULT",
     "KAGGLE_ROOT",
@@ -46,7 +47,8 @@ __all__ = [
 ]
 
 # Runtime roots, relative to the runtime's file-system root (tests use a tmp folder).
-DRIVE_MOUNT = ("content", "drive", "MyDrive")
+DRIVE_MOUNTPOINT = ("content", "drive")  # where drive.mount() puts Google Drive
+DRIVE_MOUNT = (*DRIVE_MOUNTPOINT, "MyDrive")  # a folder only while Drive is mounted
 DRIVE_ROOT = (*DRIVE_MOUNT, "resume-ner-checkpoints")
 COLAB_LOCAL_ROOT = ("content", "resume-ner")
 KAGGLE_ROOT = ("kaggle", "working", "resume-ner")

@@ -304,6 +304,8 @@ def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
                                 direction=hpo.objective.direction, sampler=sampler,
                                 pruner=pruner)
     _check_fingerprint(study, name, mask(url), fingerprint_parts)
+    if CREATED_AT not in study.user_attrs:  # names the kept-models folder (layout)
+        study.set_user_attr(CREATED_AT, time.strftime("%Y-%m-%dT%H:%M:%S"))
     counts = count_states(study)
     logger.info("Shared study %s %s on %s (%d COMPLETE, %d RUNNING on other workers)", name,
                 "joined" if resumed else "created", mask(url), counts["COMPLETE"],

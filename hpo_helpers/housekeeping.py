@@ -82,13 +82,14 @@ def reconcile(study: optuna.Study, layout: StudyLayout) -> list[Path]:
               if RETRY_OF in t.user_attrs}
     live = _live_roots(study)
     removed: list[Path] = []
-    for root_dir in (layout.trials_root, layout.mirror_root):
+    for root_dir in dict.fromkeys((layout.trials_root, layout.mirror_root)):
         if root_dir is None or not root_dir.is_dir():
             continue
         for folder in sorted(root_dir.iterdir()):
             root = trial_root_of(folder)
             if root is None or root not in known:
-                logger.warning("Not a checkpoint folder of a trial of %s, left alone: %s",
+                logger.warning("No trial of %s explains %s: left alone (set-aside checkpoints "
+                               "and copies made by hand are yours to delete)",
                                layout.study_name, folder)
                 continue
             if root not in live:

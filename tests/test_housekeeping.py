@@ -85,3 +85,24 @@ def test_kfold_trial_keeps_its_best_folds_model(tmp_path: Path) -> None:
     assert lay.kept_model_numbers() == {1, 2}
     assert (lay.kept_model_dir(1) / "config.json").read_text() == "0.9"
     assert lay.models_root.name == "hpo_x-20260101-000000"
+
+
+def test_sweep_start_removes_what_a_finished_trial_left_behind(project, caplog) -> None:
+    import dataclasses
+
+    from hpo_helpers import load_configs, run_sweep
+
+    cfg = load_configs(project.config_dir, project.hpo)
+    cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, max_trials=1))
+    run_sweep(cfg, output_dir=project.output_dir)
+    trials = project.output_dir / "tiny" / "trials" / "hpo_tiny"
+    leftover = trials / "trial_0" / "checkpoint-7"  # a kill between the trial's end and clean-up
+    leftover.mkdir(parents=True)
+    (trials / "mine").mkdir()
+    with caplog.at_level(logging.INFO):
+        run_sweep(cfg, output_dir=project.output_dir)
+    assert not (trials / "trial_0").exists() and (trials / "mine").is_dir()
+    assert "Removed checkpoints of finished trial" in caplog.text
+    assert "No trial of hpo_tiny explains" in caplog.text
+    models = list((project.output_dir / "tiny" / "models").glob("hpo_tiny-*/trial_0"))
+    assert len(models) == 1, "kept models are never touched"

@@ -10,6 +10,7 @@ the fix, and the search goes on. Azure packages are imported only when Azure is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import load_yaml
-from .errors import ConfigError
+from .config import load_infrastructure_config, load_mlflow_config
 from .paths import mlflow_db_paths
 from .redaction import mask
 from .runtime import AZUREML, Runtime, detect, environ
@@ -253,21 +253,9 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
     Config errors raise :class:`ConfigError`; tracking problems warn and fall back.
     """
     cdir = Path(config_dir)
-    raw = load_yaml(cdir / "mlflow.yaml") if (cdir / "mlflow.yaml").is_file() else {}
-    unknown = sorted(set(raw) - {"azure_ml", "local"})
-    if unknown:
-        raise ConfigError(f"{cdir / 'mlflow.yaml'}: unknown key(s) {', '.join(unknown)}. "
-                          "Fix: allowed keys: azure_ml, local.")
-    azure = raw.get("azure_ml") or {}
-    local = raw.get("local") or {}
-    if not isinstance(azure.get("enabled", False), bool):
-        raise ConfigError(f"{cdir / 'mlflow.yaml'}: key 'azure_ml.enabled' = "
-                          f"{azure.get('enabled')!r} must be true or false. Fix: write true or "
-                          "false.")
-    timeout = azure.get("timeout_seconds", AZURE_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(f"{cdir / 'mlflow.yaml'}: key 'azure_ml.timeout_seconds' = "
-                          f"{timeout!r} must be a number of seconds > 0. Fix: write e.g. 5.")
+    cfg = load_mlflow_config(cdir / "mlflow.yaml")
+    azure, local = dataclasses.asdict(cfg.azure_ml), dataclasses.asdict(cfg.local)
+    timeout = cfg.azure_ml.timeout_seconds
     uri = tracking_uri or local.get("tracking_uri")
     runtime = runtime or detect()
     env = environ() if env is None else env
@@ -275,7 +263,7 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
         return setup_mlflow_cross_platform(experiment_name, None, tracking_uri=uri,
                                            runtime=runtime, cwd=cwd, env=env)
     infra_file = cdir / "infrastructure.yaml"
-    infra = (load_yaml(infra_file) if infra_file.is_file() else {}).get("workspace") or {}
+    infra = dataclasses.asdict(load_infrastructure_config(infra_file).workspace)
     missing: list[str] = []
     workspace = _expand(azure.get("workspace_name") or infra.get("name"), env, missing)
     subscription = _expand(infra.get("subscription_id", "${AZURE_SUBSCRIPTION_ID}"), env,

@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .install import DEFAULT_EXTRAS, install_missing, make_importable
+from .layout import COLAB_LOCAL_ROOT, DRIVE_MOUNT, DRIVE_MOUNTPOINT, KAGGLE_ROOT
 from .runtime import Runtime, detect, environ, headless_reason
 
 __all__ = ["NOTEBOOK_PARAMETERS", "NotebookSetup", "check_parameters", "default_config_dir",
@@ -90,7 +91,6 @@ def project_folder(runtime: Runtime, env: Mapping[str, str] | None = None,
     from -- ``HPO_PROJECT_DIR`` when set, the checkout when the package runs from one, else the
     runtime's working root (``/content/resume-ner``, ``/kaggle/working/resume-ner``, the
     current folder locally)."""
-    from .paths import COLAB_LOCAL_ROOT, KAGGLE_ROOT
 
     env = environ() if env is None else env
     if env.get("HPO_PROJECT_DIR"):
@@ -229,14 +229,14 @@ def setup_environment(*, mount_drive: bool = True, runtime: Runtime | None = Non
     """
     rt = runtime or detect()
     if rt.is_colab and mount_drive and not rt.drive_mounted:
-        mountpoint = rt.root / "content" / "drive"
+        mountpoint = rt.root.joinpath(*DRIVE_MOUNTPOINT)
         try:
             (mount or _mount_drive)(str(mountpoint))
         except Exception as exc:  # noqa: BLE001 - the sweep still runs, session-only
             logger.warning("Google Drive could not be mounted (%s): checkpoints will live only "
                            "as long as this session.", exc)
         rt = Runtime(rt.kind, rt.root,
-                     drive_mounted=(rt.root / "content" / "drive" / "MyDrive").is_dir())
+                     drive_mounted=rt.root.joinpath(*DRIVE_MOUNT).is_dir())
     _configure_logging()
     logger.info("Runtime: %s%s", rt.kind,
                 f" (Drive {'mounted' if rt.drive_mounted else 'not mounted'})"

@@ -109,10 +109,16 @@ def _tiny_tokenizer(texts: Iterable[str], cache_dir: Path) -> Any:
         tok.train_from_iterator(list(texts), trainer)
         tok.post_processor = processors.BertProcessing(
             ("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
-        cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)  # the same tokenizer for every process of this study
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tok.save(str(tmp))
+            os.replace(tmp, path)  # the same tokenizer for every process of this study
+        except Exception as exc:  # noqa: BLE001 - full/read-only Drive (tokenizers raises
+            # a plain Exception for an OS error): trained again next time (#14)
+            tmp.unlink(missing_ok=True)
+            logger.warning("Could not cache the tiny tokenizer in %s (%s); it is trained "
+                           "again next session (same data, same vocabulary)", cache_dir, exc)
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 

@@ -7,13 +7,21 @@ folder out of the way, ``os.replace`` the new one into place and drop the old on
 use :func:`write_file` (tmp, fsync, ``os.replace``). Nothing here deletes what it cannot
 rebuild: a bad file or folder is renamed aside (:func:`set_aside`).
 The SQLite side (online backup, integrity check, restore) lives in ``snapshot``.
+
+:class:`DurableWrites` is the one policy for trouble on the durable side (a full, read-only or
+unmounted Drive): every copy to the durable folder during a sweep (snapshots, kept models, the
+checkpoint mirror) goes through it; a failure never stops the sweep, it warns once with what is
+not durable and how much space is needed, and the copy is retried after the next trial.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +30,7 @@ from . import faults
 from .names import check_name
 
 __all__ = [
+    "DurableWrites",
     "copy_bytes",
     "copy_folder",
     "folder_bytes",
@@ -32,6 +41,9 @@ __all__ = [
     "write_file",
     "write_folder",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -176,3 +188,93 @@ def sha256(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class DurableWrites:
+    """Copies to the durable folder that must never cost a trial.
+
+    ``root`` is a folder that exists while the durable side is usable (the study's durable
+    folder on Drive): when it is gone (Drive unmounted) nothing is written, so a copy never
+    lands on the local disk under an empty mount point. A failed copy is kept as pending and
+    run again by :meth:`retry` (after each trial); the first failure of the sweep warns with
+    what is not durable and the space needed, later ones only log at debug level.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
+        self._pending: dict[str, tuple[str, Callable[[], None] | None, int]] = {}
+        self._warned = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_folder(cls, durable_dir: Path | None) -> DurableWrites:
+        """The policy for a sweep whose durable folder is ``durable_dir`` (None: no durable
+        side): its nearest existing folder (the Drive mount on a first run) must stay."""
+        root = durable_dir
+        while root is not None and not root.is_dir() and root.parent != root:
+            root = root.parent
+        return cls(root)
+
+    @property
+    def pending(self) -> list[str]:
+        """What is not durable now (one line per item)."""
+        with self._lock:
+            return [what for what, _, _ in self._pending.values()]
+
+    def attempt(self, key: str, what: str, action: Callable[[], None], *, needed: int = 0,
+                retry: bool = True) -> bool:
+        """Run ``action`` (a copy to the durable side); False when it failed (recorded, warned,
+        retried later when ``retry``)."""
+        try:
+            if self.root is not None and not self.root.is_dir():
+                raise OSError(errno.ENOENT, "the durable folder is gone (Drive unmounted?)",
+                              str(self.root))
+            action()
+        except Exception as exc:  # noqa: BLE001 - durable trouble must not stop the search
+            self.failed(key, what, exc, action if retry else None, needed)
+            return False
+        self.forget(key, exact=True)
+        return True
+
+    def failed(self, key: str, what: str, exc: BaseException,
+               action: Callable[[], None] | None = None, needed: int = 0) -> None:
+        """Record a failed durable copy (``action`` runs again in :meth:`retry`)."""
+        with self._lock:
+            self._pending[key] = (what, action, needed)
+            first, self._warned = not self._warned, True
+            items = list(self._pending.values())
+        if not first:
+            logger.debug("Durable copy still failing (%s): %s", exc, what)
+            return
+        need = sum(n for _, _, n in items)
+        where = f" in {self.root}" if self.root is not None else ""
+        logger.warning(
+            "The durable folder refuses writes (%s). Not durable until it works again: %s%s. "
+            "The sweep goes on on local disk (nothing is lost there) and retries the durable "
+            "copies after each trial. This warning is shown once.", exc,
+            "; ".join(w for w, _, _ in items),
+            f" (needs about {need / 1e6:.1f} MB free{where})" if need else "")
+
+    def forget(self, prefix: str, *, exact: bool = False) -> None:
+        """Drop pending items (keys starting with ``prefix``) that no longer need a durable
+        copy: a finished trial's mirror."""
+        with self._lock:
+            keys = [k for k in self._pending if k == prefix or not exact and k.startswith(prefix)]
+            for key in keys:
+                del self._pending[key]
+            caught_up = bool(keys) and not self._pending
+        if caught_up:
+            logger.info("Durable copies caught up: everything is on the durable side again")
+
+    def retry(self) -> None:
+        """Run the pending copies again (after a trial)."""
+        with self._lock:
+            items = [(k, v) for k, v in self._pending.items() if v[1] is not None]
+        for key, (what, action, needed) in items:
+            self.attempt(key, what, action, needed=needed)  # type: ignore[arg-type]
+
+    def report(self) -> None:
+        """At the end of a sweep: say what is still not durable (nothing when all is)."""
+        left = self.pending
+        if left:
+            logger.info("Still not durable (local disk only): %s", "; ".join(left))

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .durable import folder_bytes
+from .durable import DurableWrites, copy_folder, folder_bytes, prune_leftovers
 from .layout import StudyLayout, trial_root_of
 from .schema import RETRY_OF, RETRY_ROOT
 from .snapshot import snapshot
@@ -33,25 +33,53 @@ __all__ = ["disk_usage", "free_memory", "keep_top_k", "reconcile", "snapshot_all
 logger = logging.getLogger(__name__)
 
 
-def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: int,
-               best_src: Path | None) -> None:
-    """Keep ``best_src`` as trial ``trial_number``'s model if it ranks in the top k; drop the
-    kept models that fell out of the top k."""
+def _top_k(study: optuna.Study, k: int) -> set[int]:
     from optuna.trial import TrialState
 
-    target = layout.kept_model_dir(trial_number)
-    if layout.models_root is None or target is None:
-        return
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ranked = sorted(done, key=lambda t: (-(t.value if t.value is not None else -math.inf),
                                          t.number))
-    keep = {t.number for t in ranked[:k]}
+    return {t.number for t in ranked[:k]}
+
+
+def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: int,
+               best_src: Path | None, writes: DurableWrites | None = None) -> None:
+    """Keep ``best_src`` as trial ``trial_number``'s model if it ranks in the top k; drop the
+    kept models that fell out of the top k.
+
+    The kept models live in the durable folder: when it refuses the copy (full, read-only,
+    unmounted), the model waits on local disk (:meth:`StudyLayout.local_model_dir`) and
+    ``writes`` moves it there after a later trial, if it is still among the top k."""
+    target = layout.kept_model_dir(trial_number)
+    if layout.models_root is None or target is None:
+        return
+    writes = writes or DurableWrites()
+    keep = _top_k(study, k)
     if trial_number in keep and best_src is not None and best_src.is_dir():
-        layout.models_root.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(best_src), str(target))
-        logger.info("Best model of trial %d kept: %s", trial_number, target)
+        local = layout.local_model_dir(trial_number)
+        if local is not None and local != target:
+            if local.exists():
+                shutil.rmtree(local)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(best_src), str(local))  # same disk: a rename
+        else:
+            local = best_src
+
+        def move(src: Path = local, number: int = trial_number,
+                 final: Path = target) -> None:
+            if number not in _top_k(study, k):  # fell out while it waited
+                shutil.rmtree(src, ignore_errors=True)
+                return
+            try:
+                copy_folder(src, final)
+            except BaseException:
+                prune_leftovers(final.parent)  # a partial copy must not fill the disk
+                raise
+            shutil.rmtree(src, ignore_errors=True)
+            logger.info("Best model of trial %d kept: %s", number, final)
+
+        writes.attempt(f"model:{trial_number}", f"best model of trial {trial_number} "
+                       f"(waiting in {local})", move, needed=folder_bytes(local))
     elif trial_number in keep:
         logger.warning("Trial %d is among the top %d but its best model is missing (%s)",
                        trial_number, k, best_src)
@@ -100,19 +128,23 @@ def reconcile(study: optuna.Study, layout: StudyLayout) -> list[Path]:
     return removed
 
 
-def snapshot_all(paths: StudyPaths | None, tracking: TrackingSetup | None = None) -> None:
-    """Copy the live SQLite files (study, MLflow) to the durable folder where they differ."""
+def snapshot_all(paths: StudyPaths | None, tracking: TrackingSetup | None = None,
+                 writes: DurableWrites | None = None) -> None:
+    """Copy the live SQLite files (study, MLflow) to the durable folder where they differ.
+
+    A failed copy never stops the search: ``writes`` warns once and the next call retries it.
+    """
     pairs = []
     if paths is not None and paths.snapshots_needed:
         pairs.append((paths.working_db, paths.durable_db))
     if tracking is not None and tracking.snapshots_needed:
         pairs.append((tracking.local_db, tracking.durable_db))
+    writes = writes or DurableWrites()
     for live, durable in pairs:
-        try:
-            snapshot(live, durable)
-        except Exception as exc:  # noqa: BLE001 - a failed copy must not stop the search
-            logger.warning("Could not snapshot %s to %s (%s); the next trial retries it", live,
-                           durable, exc)
+        writes.attempt(f"snapshot:{durable}", f"{live.name} (newest copy only in {live})",
+                       lambda live=live, durable=durable: snapshot(live, durable),
+                       needed=live.stat().st_size if live.exists() else 0,
+                       retry=False)  # the next call copies again
 
 
 def free_memory() -> None:

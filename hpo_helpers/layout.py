@@ -165,6 +165,13 @@ class StudyLayout:
         """Where the best model of trial ``number`` is kept when it is among the top k."""
         return None if self.models_root is None else self.models_root / f"trial_{number}"
 
+    def local_model_dir(self, number: int) -> Path | None:
+        """Local-disk stand-in for :meth:`kept_model_dir` while the durable folder refuses
+        writes (full, read-only, unmounted); moved there when it works again."""
+        if self.trials_root is None or self.models_root is None:
+            return None
+        return self.trials_root.parent.parent / MODELS / self.models_root.name / f"trial_{number}"
+
     def mirror_of(self, local: Path) -> Path:
         """The durable counterpart of a folder under ``trials_root``."""
         if self.trials_root is None or self.mirror_root is None:

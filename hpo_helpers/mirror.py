@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from .checkpoints import MARKER, latest_checkpoint, prune_older
-from .durable import copy_folder, folder_bytes, write_file
+from .durable import DurableWrites, copy_folder, folder_bytes, prune_leftovers, write_file
 from .layout import BEST_MODEL, StudyLayout, checkpoint_step
 
 __all__ = ["CheckpointMirror", "folder_bytes"]
@@ -50,12 +50,13 @@ def _stage(folder: Path, staging: Path) -> None:
 class CheckpointMirror:
     """Background copies of the layout's trial folders to their durable mirror."""
 
-    def __init__(self, layout: StudyLayout) -> None:
+    def __init__(self, layout: StudyLayout, writes: DurableWrites | None = None) -> None:
         if layout.trials_root is None or layout.mirror_root is None:
             raise ValueError(f"study {layout.study_name} has no mirror folder")
         self.layout = layout
         self.local_root: Path = layout.trials_root
         self.durable_root: Path = layout.mirror_root
+        self.writes = writes or DurableWrites()
         self._cond = threading.Condition()
         # (staged checkpoint, staged best model or None, durable folder of the trial/fold)
         self._pending: tuple[Path, Path | None, Path] | None = None
@@ -73,7 +74,9 @@ class CheckpointMirror:
         A file (a fold's result) is copied now, after the queued checkpoint."""
         if checkpoint.is_file():
             self.flush()
-            write_file(self.layout.mirror_of(checkpoint), checkpoint.read_bytes())
+            target = self.layout.mirror_of(checkpoint)
+            self.writes.attempt(f"mirror:{target}", f"fold result {checkpoint}",
+                                lambda: write_file(target, checkpoint.read_bytes()))
             return
         folder = checkpoint.parent
         staging = folder / f".mirror-{checkpoint.name}"
@@ -142,7 +145,10 @@ class CheckpointMirror:
     def discard(self, trial_dir: Path) -> None:
         """The trial is over: drop its mirrored checkpoints."""
         self.flush()
-        shutil.rmtree(self.layout.mirror_of(trial_dir), ignore_errors=True)
+        remote = self.layout.mirror_of(trial_dir)
+        self.writes.forget(f"mirror:{remote}")
+        self.writes.attempt(f"drop:{remote}", f"old mirrored checkpoints in {remote} (to remove)",
+                            lambda: shutil.rmtree(remote, ignore_errors=True))
 
     # -- the copying thread --------------------------------------------------------------
 
@@ -155,13 +161,18 @@ class CheckpointMirror:
                 staging, best_staging, target_dir = self._pending
                 self._pending = None
                 self._busy = True
-            try:
+
+            def copy(staging: Path = staging, best_staging: Path | None = best_staging,
+                     target_dir: Path = target_dir) -> None:
                 if best_staging is not None:
                     copy_folder(best_staging, StudyLayout.best_model_dir(target_dir))
                 self._copy(staging, target_dir)
-            except Exception as exc:  # noqa: BLE001 - the next checkpoint tries again
-                logger.warning("Could not mirror %s to %s (%s); training goes on", staging,
-                               target_dir, exc)
+
+            try:  # a failure warns once (DurableWrites); the next checkpoint tries again
+                self.writes.attempt(
+                    f"mirror:{target_dir}",
+                    f"checkpoints of {target_dir.name} (newest only on local disk)", copy,
+                    needed=folder_bytes(staging) + folder_bytes(best_staging), retry=False)
             finally:
                 for s in (staging, best_staging):
                     if s is not None:
@@ -172,6 +183,11 @@ class CheckpointMirror:
 
     def _copy(self, staging: Path, target_dir: Path) -> None:
         name = staging.name.removeprefix(".mirror-")
-        final = copy_folder(staging, target_dir / name, marker=MARKER, fault="checkpoint_mirror")
+        try:
+            final = copy_folder(staging, target_dir / name, marker=MARKER,
+                                fault="checkpoint_mirror")
+        except BaseException:
+            prune_leftovers(target_dir)  # a partial copy must not fill the durable disk
+            raise
         prune_older(target_dir, final)
         logger.info("Checkpoint mirrored: %s", final)

@@ -28,6 +28,7 @@ from .backbones import load_backbone
 from .config import Configs, load_configs
 from .data import load_dataset
 from .distributed import fail_stale_trials
+from .durable import DurableWrites
 from .errors import ConfigError, SweepFailedError
 from .events import SweepEvents, SweepOutcome
 from .housekeeping import disk_usage, free_memory, keep_top_k, reconcile, snapshot_all
@@ -88,8 +89,10 @@ class _Sweep:
     def __init__(self, cfg: Configs, opened: OpenedStudy, prep: Prepared, layout: StudyLayout,
                  stop: _StopRequest, tracker: SweepTracker, events: SweepEvents,
                  stop_after_trial: threading.Event | None, outcome: SweepOutcome,
-                 mirror: CheckpointMirror | None = None) -> None:
+                 mirror: CheckpointMirror | None = None,
+                 writes: DurableWrites | None = None) -> None:
         self.cfg, self.hpo = cfg, cfg.hpo
+        self.writes = writes or DurableWrites()
         self.opened, self.study, self.shared = opened, opened.study, opened.shared
         self.prep = prep
         self.layout = layout
@@ -163,7 +166,8 @@ class _Sweep:
             free_memory()
             # The durable study must record the trial's end before its checkpoints go: a kill
             # in between then costs nothing (the trial is done) instead of the whole trial.
-            snapshot_all(self.opened.paths, self.tracker.setup)
+            snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
+            self.writes.retry()  # kept models that waited on local disk
             if finished_dir is not None:
                 self._drop_checkpoints(finished_dir)
                 self._report_disk()
@@ -180,7 +184,7 @@ class _Sweep:
         if self.mirror is not None and ckpt_dir is not None:
             # The durable study must know this trial and its params, so that a fresh VM finds
             # it RUNNING, retries it with the same params and continues from the mirror.
-            snapshot_all(self.opened.paths, self.tracker.setup)
+            snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
             self.mirror.pull(ckpt_dir)  # a fresh VM continues from the durable copy
 
     def _run_one(self, trial: optuna.Trial, trial_bar: Any) -> tuple[bool, Path | None]:
@@ -221,7 +225,8 @@ class _Sweep:
         logger.info("Trial %d finished: F1 %.4f (best so far %.4f)", trial.number, run.value,
                     study.best_value)
         if ckpt_dir is not None:
-            keep_top_k(study, self.layout, hpo.keep_top_k, trial.number, run.best_model)
+            keep_top_k(study, self.layout, hpo.keep_top_k, trial.number, run.best_model,
+                       self.writes)
         return True, ckpt_dir
 
     def _failed(self, trial: optuna.Trial, exc: Exception, ckpt_dir: Path | None) -> None:
@@ -307,12 +312,13 @@ def _open(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
     return _Opened(opened, layout, str(local.durable_db) if local else None)
 
 
-def _mirror_for(hpo: Any, opened: OpenedStudy, layout: StudyLayout) -> CheckpointMirror | None:
+def _mirror_for(hpo: Any, opened: OpenedStudy, layout: StudyLayout,
+                writes: DurableWrites) -> CheckpointMirror | None:
     on = hpo.mirror_trial_checkpoints
     if on is None:  # default: on where the working folder dies with the VM (Colab)
         on = opened.paths is not None and opened.paths.snapshots_needed
     if on and opened.paths is not None and layout.mirror_root is not None:
-        return CheckpointMirror(layout)
+        return CheckpointMirror(layout, writes)
     return None
 
 
@@ -365,9 +371,11 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                            recovered=opened.recovered, checkpoint_path=o.checkpoint_path)
     stop = stop or _StopRequest()
     events = events or SweepEvents()
-    mirror = _mirror_for(hpo, opened, o.layout)
+    writes = DurableWrites.for_folder(
+        opened.paths.durable_dir if opened.paths and opened.paths.snapshots_needed else None)
+    mirror = _mirror_for(hpo, opened, o.layout, writes)
     sweep = _Sweep(cfg, opened, prep, o.layout, stop, tracker, events, stop_after_trial,
-                   outcome, mirror)
+                   outcome, mirror, writes)
     try:
         if opened.paths is not None:
             study.set_user_attr(SESSIONS, int(study.user_attrs.get(SESSIONS, 0)) + 1)
@@ -375,7 +383,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                 reconcile(study, o.layout)
             # What an earlier session on this VM committed but did not copy (it died in
             # between) goes to the durable folder before anything else happens.
-            snapshot_all(opened.paths, tracking)
+            snapshot_all(opened.paths, tracking, writes)
         with opened.shared.exclusive("mlflow") if opened.shared else contextlib.nullcontext():
             tracker.open(study, backbone=backbone_name, max_trials=hpo.max_trials,
                          checkpoint_path=o.checkpoint_path, resumed=opened.resumed,
@@ -388,7 +396,9 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
             sys.exc_info()[1], KeyboardInterrupt) else "FAILED" if failed else "FINISHED")
         if mirror is not None:
             mirror.close()
-        snapshot_all(opened.paths, tracking)
+        snapshot_all(opened.paths, tracking, writes)
+        writes.retry()
+        writes.report()
         opened.close()
         events.sweep_finished(outcome)
     return outcome

@@ -2,7 +2,8 @@
 
 ``start_dashboard(storage)`` returns a :class:`Dashboard` with the URL (on Colab, the URL of
 Colab's port proxy). The server reads the SQLite file through its own connection with a busy
-timeout; the study is in WAL mode, so reading while a sweep writes fails neither side.
+timeout; the study is in WAL mode, so reading while a sweep writes fails neither side. A study
+file on Google Drive is served from a fresh local copy (SQLite never opens a Drive file).
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def start_dashboard(storage: Path | str, *, host: str = "127.0.0.1", port: int |
         raise HpoHelpersError("optuna-dashboard is not installed. Fix: pip install "
                               "optuna-dashboard") from None
     port = port or _free_port(host)
+    rt = runtime or detect()
+    if "://" not in str(storage):  # the live file, or a fresh local copy of a Drive file
+        from .snapshot import readable
+
+        storage = readable(Path(storage))
     proc = subprocess.Popen([sys.executable, "-m", "hpo_helpers.dashboard", _storage_url(storage),
                              host, str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -78,7 +84,6 @@ def start_dashboard(storage: Path | str, *, host: str = "127.0.0.1", port: int |
         proc.kill()
         raise HpoHelpersError(f"optuna-dashboard did not answer on {local} in {wait_s:.0f} s")
     url = local
-    rt = runtime or detect()
     if rt.is_colab:
         try:
             from google.colab.output import eval_js  # only on Colab

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .layout import is_study_file
+from .layout import is_study_file, on_drive
 from .schema import INTERRUPTED, RESUMED_FROM_EPOCH, RETRY_OF, study_name
 
 if TYPE_CHECKING:
@@ -35,32 +35,48 @@ logger = logging.getLogger(__name__)
 
 
 def find_study_files(roots: Iterable[Path | str]) -> list[Path]:
-    """Every ``study.db``-like SQLite file under ``roots`` (archived/corrupt copies skipped)."""
-    found: dict[Path, None] = {}
+    """Every ``study.db``-like SQLite file under ``roots`` (archived/corrupt copies skipped).
+
+    A study found at the same place under two roots (the live copy on local disk and its
+    durable snapshot on Drive) is listed once: the newest copy, which is the live one when it
+    exists (the durable copy only ever receives snapshots of it; file times cannot tell, a
+    snapshot is written after the last change), else the durable one."""
+    found: dict[Path, list[Path]] = {}
     for root in roots:
         r = Path(root)
         if r.is_file() and r.suffix == ".db":
-            found[r.resolve()] = None
+            found.setdefault(Path(r.name), []).append(r.resolve())
         elif r.is_dir():
             for p in sorted(r.rglob("*.db")):
                 if p.name == "mlflow.db" or not is_study_file(p):
                     continue
-                found[p.resolve()] = None
-    return list(found)
+                found.setdefault(p.relative_to(r), []).append(p.resolve())
+    out: dict[Path, None] = {}
+    for copies in found.values():
+        copies = list(dict.fromkeys(copies))
+        newest = min(copies, key=lambda p: (on_drive(p), copies.index(p)))
+        if len(copies) > 1:
+            logger.info("Study file in %d places (%s): showing the newest, %s", len(copies),
+                        ", ".join(map(str, copies)), newest)
+        out[newest] = None
+    return list(out)
 
 
 def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
-    """Every Optuna study in ``files`` (SQLite paths or database URLs; unreadable ones skipped)."""
+    """Every Optuna study in ``files`` (SQLite paths or database URLs; unreadable ones skipped).
+
+    A file on Google Drive is read through a fresh local copy (SQLite never opens Drive)."""
     import optuna
 
     from .redaction import mask
+    from .snapshot import readable
     from .study import sqlite_storage
 
     studies = []
     for f in files:
         try:
             storage = optuna.storages.RDBStorage(str(f)) if "://" in str(f) else sqlite_storage(
-                Path(f))
+                readable(Path(f)))
             for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
                 studies.append(optuna.load_study(study_name=summary.study_name,
                                                  storage=storage))

@@ -39,6 +39,7 @@ __all__ = [
     "MLFLOW_DB",
     "StudyLayout",
     "backbone_cache",
+    "on_drive",
     "checkpoint_name",
     "checkpoint_step",
     "default_study_name",
@@ -92,6 +93,13 @@ def default_study_name(backbone: str, study_name: str | None = None) -> str:
         return check_name(study_name, key="study_name",
                           fix="use letters, digits, '_', '-' or '.', e.g. 'hpo_minilm_v2'")
     return f"hpo_{backbone_path_name(backbone)}"
+
+
+def on_drive(path: Path | str) -> bool:
+    """Whether ``path`` lies under Google Drive's mount (``.../content/drive/MyDrive/...``,
+    whatever the runtime's root): SQLite must never open such a file."""
+    parts, n = Path(path).absolute().parts, len(DRIVE_MOUNT)
+    return any(parts[i:i + n] == DRIVE_MOUNT for i in range(len(parts) - n))
 
 
 def backbone_cache(base: Path, backbone: str, dataset_fingerprint: str) -> Path:

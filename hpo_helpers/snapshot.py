@@ -17,6 +17,7 @@ from .durable import copy_bytes, set_aside, sha256
 
 __all__ = [
     "check_database",
+    "readable",
     "enable_wal",
     "fetch",
     "restore_if_missing",
@@ -122,6 +123,27 @@ def fetch(durable: Path, working: Path) -> str | None:
         local.unlink(missing_ok=True)
     logger.info("Restored the study from the durable copy %s to %s", durable, working)
     return None
+
+
+def readable(db: Path) -> Path:
+    """The file to open for reading ``db``: itself on local disk; for a file on Google Drive, a
+    fresh byte copy on local disk (SQLite never opens a Drive file, not even to read)."""
+    from .layout import on_drive
+
+    if not on_drive(db):
+        return db
+    import hashlib
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"hpo-read-{os.getpid()}" / hashlib.sha256(
+        str(Path(db).resolve()).encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    local = folder / Path(db).name
+    for suffix in ("-wal", "-shm"):
+        Path(str(local) + suffix).unlink(missing_ok=True)
+    copy_bytes(db, local)
+    logger.info("Reading a local copy of %s (SQLite never opens a Drive file)", db)
+    return local
 
 
 def restore_if_missing(working: Path, durable: Path) -> None:

@@ -92,7 +92,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         db = paths.working_db if paths.working_db.exists() else paths.durable_db
         if not db.exists():
             return out
-        storage = sqlite_storage(db)
+        from .snapshot import readable
+
+        storage = sqlite_storage(readable(db))
     if name not in optuna.get_all_study_names(storage):
         return out
     _describe(optuna.load_study(study_name=name, storage=storage), out)

@@ -103,12 +103,14 @@ def archive_study(paths: StudyPaths, study_name: str) -> list[Path]:
                                f"({holder}). Fix: stop it first.")
     moved = []
     for db in dict.fromkeys([paths.working_db, paths.durable_db]):
-        if db.exists():
+        if db.exists() and db == paths.working_db:  # durable snapshots have no WAL: SQLite
+            # never opens them (Drive)
             con = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S)
             try:  # fold the WAL into the file, so the archive is one self-contained file
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 con.close()
+        if db.exists():
             moved.append(set_aside(db, "archived"))
             for suffix in ("-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)  # empty after the checkpoint

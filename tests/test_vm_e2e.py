@@ -160,9 +160,7 @@ def test_fresh_colab_vm_killed_mid_trial_resumes_from_drive(vm: Path, source: st
     assert "Study hpo_tiny" in text3 and "interrupted" in text3
     assert "params.checkpoint_path" in text3 and "metrics.n_completed_trials" in text3  # MLflow
     assert not list(content.glob("*.db")) and not (content / "mlruns").exists()
-    if text3.count("inspection: Study hpo_tiny") != 1:
-        pytest.xfail("03 lists the Drive snapshot and the live copy as two studies: issue 14 "
-                     "item 5 (SQLite never opens a Drive file), a later phase")
+    assert text3.count("inspection: Study hpo_tiny") == 1, text3[-3000:]  # once: the newest
 
 
 def test_fresh_kaggle_vm_installs_from_an_offline_wheelhouse(vm: Path, project,

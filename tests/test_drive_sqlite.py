@@ -1,0 +1,106 @@
+"""SQLite never opens a Drive file (#14 item 5): status, panel, 03's listing, dashboard, start
+fresh on a simulated Colab, each recorded by an audit hook on ``sqlite3.connect``."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo_helpers import load_configs
+from hpo_helpers.inspection import default_roots, find_study_files, load_studies
+from hpo_helpers.runtime import detect
+from hpo_helpers.status import plan, status, study_paths
+from hpo_helpers.study import archive_study
+
+from .test_durability import DRIVE, DURABLE, WORKING, _run
+
+_OPENED: list[str] = []
+_RECORDING = [False]
+
+
+def _hook(event: str, args: tuple) -> None:
+    if event == "sqlite3.connect" and _RECORDING[0]:
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_hook)  # audit hooks cannot be removed: it records only while _RECORDING
+
+
+@pytest.fixture
+def audit():
+    _OPENED.clear()
+    _RECORDING[0] = True
+    yield _OPENED
+    _RECORDING[0] = False
+
+
+def _on_drive(opened: list[str], root: Path) -> list[str]:
+    drive = str(root.joinpath(*DRIVE).resolve())
+    return [p for p in opened if drive in str(Path(p).resolve()) or str(root / "content/drive")
+            in p]
+
+
+def test_no_reader_opens_sqlite_on_drive(project, tmp_path, audit) -> None:
+    root = tmp_path / "vm"
+    root.joinpath(*DRIVE).mkdir(parents=True)
+    rt = detect({"COLAB_GPU": "1"}, root=root)
+    _RECORDING[0] = False
+    _run(project, rt)
+    shutil.rmtree(root / "content" / "resume-ner")  # a fresh VM: only Drive is left
+    _RECORDING[0] = True
+    cfg = load_configs(project.config_dir, project.hpo)
+
+    info = status(cfg, runtime=rt)  # what the panel shows first on a fresh VM
+    assert info["n_complete"] == 1
+    assert plan(cfg, runtime=rt)["n_complete"] == 1
+    if importlib.util.find_spec("ipywidgets"):
+        from hpo_helpers.widgets import ResumePanel
+
+        panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo, runtime=rt)
+        assert panel.info["n_complete"] == 1
+    roots = default_roots(project.config_dir, project.hpo, runtime=rt)
+    files = find_study_files(roots)
+    assert files == [root.joinpath(*DURABLE, "study.db").resolve()]
+    assert [s.study_name for s in load_studies(files)] == ["hpo_tiny"]  # 03's listing
+    assert audit and not _on_drive(audit, root), audit
+
+    # A second session: the live copy and the Drive snapshot both exist; 03 lists it once.
+    _RECORDING[0] = False
+    _run(project, rt, max_trials=2)
+    _RECORDING[0] = True
+    files = find_study_files(default_roots(project.config_dir, project.hpo, runtime=rt))
+    assert files == [root.joinpath(*WORKING, "study.db").resolve()]
+    studies = load_studies(files)
+    assert len(studies) == 1 and len(studies[0].trials) == 2
+
+    # Start fresh: archives both copies; only the local one is opened (WAL folded in).
+    moved = archive_study(study_paths(cfg, runtime=rt), "hpo_tiny")
+    assert any(root.joinpath(*DRIVE) in p.parents for p in moved)
+    assert not _on_drive(audit, root), audit
+
+
+def test_dashboard_serves_a_local_copy_of_a_drive_study(project, tmp_path) -> None:
+    pytest.importorskip("optuna_dashboard")
+    from hpo_helpers.dashboard import start_dashboard
+
+    root = tmp_path / "vm"
+    root.joinpath(*DRIVE).mkdir(parents=True)
+    rt = detect({"COLAB_GPU": "1"}, root=root)
+    _run(project, rt)
+    shutil.rmtree(root / "content" / "resume-ner")
+    durable = root.joinpath(*DURABLE, "study.db")
+    dash = start_dashboard(durable, runtime=detect({}, root=root))
+    try:
+        served = dash.process.args[3]
+        assert served.startswith("sqlite:///") and "drive" not in served, served
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{dash.port}/api/studies") as r:
+            assert "hpo_tiny" in json.dumps(json.load(r))
+    finally:
+        dash.stop()

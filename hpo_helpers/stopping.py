@@ -27,6 +27,16 @@ class StopRequest:
     def is_set(self) -> bool:
         return self.event.is_set()
 
+    def request(self, by: str = "the Stop now button") -> None:
+        """Ask for the same safe stop as the first SIGINT, from any thread (the panel's button:
+        a sweep in a background thread gets no signals)."""
+        if self.event.is_set():
+            return
+        self.signal_name = by
+        self.event.set()
+        logger.warning("Stop requested by %s: saving a checkpoint at the next step, then "
+                       "stopping", by)
+
     def _handle(self, signum: int, frame: object) -> None:
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt

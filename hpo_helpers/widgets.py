@@ -2,9 +2,12 @@
 
 It shows where the study lives, what a run will do (new study, resume N of M, all done), the
 stale trials a dead session left, the best value so far, a progress bar over trials and one
-over the current trial's steps, and three buttons: Resume, Start fresh (archives the old study;
-nothing is deleted) and Stop after this trial. A button starts the sweep in a background thread
-so that the notebook stays responsive (the kernel must be idle to receive button clicks).
+over the current trial's steps with elapsed and estimated time left (trial and sweep, from the
+measured step times), a live plot of F1 per trial with the best-so-far line, and four buttons:
+Resume, Start fresh (archives the old study; nothing is deleted), Stop after this trial, and
+Stop now (checkpoints the exact step; the trial is recorded interrupted and re-queued, as
+SIGINT does). A button starts the sweep in a background thread so that the notebook stays
+responsive (the kernel must be idle to receive button clicks).
 Every update is also logged as a plain line, which is what headless runs (papermill) show.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from .events import SweepEvents, SweepOutcome
 from .mlflow_setup import TrackingSetup
 from .runtime import Runtime, detect
 from .status import plan, storage_url_for, study_paths
+from .stopping import StopRequest
 from .study import archive_study
 
 __all__ = ["ResumePanel", "plan"]
@@ -53,6 +58,9 @@ class ResumePanel(SweepEvents):
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._stop_after = threading.Event()
+        self._stop_now = StopRequest()
+        self._clock = _Clock()
+        self._scores: list[tuple[int, float]] = []
         self.where = w.HTML()
         self.action = w.HTML()
         self.stale = w.HTML()
@@ -60,6 +68,8 @@ class ResumePanel(SweepEvents):
         self.trials = w.IntProgress(value=0, min=0, max=self.cfg.hpo.max_trials,
                                     description="Trials", bar_style="info")
         self.steps = w.IntProgress(value=0, min=0, max=1, description="Trial steps")
+        self.times = w.HTML()
+        self.plot = w.Output()
         self.message = w.HTML()
         self.resume_button = w.Button(description="Resume", button_style="success",
                                       icon="play")
@@ -69,10 +79,14 @@ class ResumePanel(SweepEvents):
                                     disabled=True)
         self.resume_button.on_click(lambda _: self.resume())
         self.fresh_button.on_click(lambda _: self.start_fresh())
+        self.stop_now_button = w.Button(description="Stop now", icon="hand-paper-o",
+                                        button_style="danger", disabled=True)
         self.stop_button.on_click(lambda _: self.stop_after_trial())
+        self.stop_now_button.on_click(lambda _: self.stop_now())
         self.widget = w.VBox([
-            self.where, self.action, self.stale, self.best, self.trials, self.steps,
-            w.HBox([self.resume_button, self.fresh_button, self.stop_button]), self.message,
+            self.where, self.action, self.stale, self.best, self.trials, self.steps, self.times,
+            w.HBox([self.resume_button, self.fresh_button, self.stop_button,
+                    self.stop_now_button]), self.message, self.plot,
         ])
         self.refresh()
 
@@ -124,7 +138,17 @@ class ResumePanel(SweepEvents):
             self.resume(block=True)
 
     def summary(self) -> Any:
-        """Where the study stands now, as a one-column table."""
+        """Where the study stands now, as a one-column table. While a sweep runs in the
+        background, an output area showing it that is refreshed when the sweep ends."""
+        if not self.running:
+            return self._summary_table()
+        import ipywidgets as w
+
+        self._summary_out = w.Output()
+        self._show_summary()
+        return self._summary_out
+
+    def _summary_table(self) -> Any:
         import pandas as pd
 
         info = self.refresh()
@@ -132,17 +156,30 @@ class ResumePanel(SweepEvents):
                 "n_interrupted", "best_value", "best_params", "durable_path")
         return pd.DataFrame({"value": [str(info.get(k)) for k in keys]}, index=list(keys))
 
+    def _show_summary(self) -> None:
+        out = getattr(self, "_summary_out", None)
+        if out is None:
+            return
+        from IPython.display import display
+
+        table = self._summary_table()
+        out.clear_output(wait=True)
+        with out:
+            display(table)
+
     def resume(self, *, block: bool = False) -> None:
         """Run or resume the sweep (in a background thread unless ``block``)."""
         if self.running:
             self._log("The sweep is already running")
             return
         self._stop_after.clear()
+        self._stop_now = StopRequest()
+        self._clock = _Clock()
         self.error = None
         info = self.refresh()
         self._log(("Resuming: " if info["exists"] else "Starting: ") + info["action"])
         self.resume_button.disabled = self.fresh_button.disabled = True
-        self.stop_button.disabled = False
+        self.stop_button.disabled = self.stop_now_button.disabled = False
         if block:
             self._run()
             if self.error is not None:
@@ -174,6 +211,13 @@ class ResumePanel(SweepEvents):
         self.stop_button.disabled = True
         self._log("Will stop after the running trial")
 
+    def stop_now(self) -> None:
+        """Stop at the next step: checkpoint it, record the trial interrupted and re-queue it
+        (what SIGINT does in a blocking run); the next Resume continues from that step."""
+        self._stop_now.request()
+        self.stop_button.disabled = self.stop_now_button.disabled = True
+        self._log("Stopping now: saving a checkpoint at the next step")
+
     def wait(self, timeout: float | None = None) -> SweepOutcome | None:
         """Block until a background sweep ends; returns its outcome."""
         if self._thread is not None:
@@ -188,14 +232,14 @@ class ResumePanel(SweepEvents):
                                      dataset_path=self.dataset_path, output_dir=self.output_dir,
                                      runtime=self.runtime, tracking=self.tracking, events=self,
                                      stop_after_trial=self._stop_after,
-                                     storage_url=self.storage_url)
+                                     storage_url=self.storage_url, stop=self._stop_now)
         except BaseException as exc:  # noqa: BLE001 - shown in the panel, re-raised if blocking
             self.error = exc
             self._log(f"Sweep stopped with an error: {exc}")
             logger.exception("Sweep failed")
         finally:
             self.resume_button.disabled = self.fresh_button.disabled = False
-            self.stop_button.disabled = True
+            self.stop_button.disabled = self.stop_now_button.disabled = True
 
     # -- SweepEvents -----------------------------------------------------------------------
 
@@ -211,6 +255,7 @@ class ResumePanel(SweepEvents):
                   f"{n_complete}/{max_trials} trials complete")
 
     def trial_started(self, number: int, params: dict[str, Any], retry_of: int | None) -> None:
+        self._clock.trial_started()
         self.steps.value = 0
         self.steps.description = f"Trial {number}"
         self._log(f"Trial {number} started" + (f" (continues trial {retry_of})"
@@ -220,13 +265,20 @@ class ResumePanel(SweepEvents):
         if self.steps.max != total:
             self.steps.max = max(1, total)
         self.steps.value = min(done, self.steps.max)
+        self._clock.step(done, total)
+        self.times.value = self._clock.text(self.trials.value, self.trials.max)
 
     def trial_finished(self, number: int, state: str, value: float | None, n_complete: int,
                        best_value: float | None) -> None:
         self.trials.value = min(n_complete, self.trials.max)
         self.trials.description = f"Trials {n_complete}/{self.trials.max}"
+        self._clock.trial_finished(state == "COMPLETE")
+        self.times.value = self._clock.text(n_complete, self.trials.max)
         if best_value is not None:
             self.best.value = f"<b>Best F1 so far:</b> {best_value:.4f}"
+        if value is not None:
+            self._scores.append((number, value))
+            self._draw()
         self._log(f"Trial {number} {state.lower()}" + (f": F1 {value:.4f}" if value is not None
                                                          else "") +
                   f"; {n_complete}/{self.trials.max} complete")
@@ -236,3 +288,91 @@ class ResumePanel(SweepEvents):
         text = outcome.stop_reason or "Sweep ended"
         self.action.value = f"<b>{text}</b>"
         self._log(text)
+        self.times.value = self._clock.text(self.trials.value, self.trials.max, ended=True)
+        if self.running or getattr(self, "_summary_out", None) is not None:
+            self._show_summary()  # the summary cell showed the state before the sweep
+
+    def _draw(self) -> None:
+        """F1 per finished trial and the best-so-far line (matplotlib, redrawn per trial)."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:  # plots are optional: the text still tells everything
+            return
+        numbers = [n for n, _ in self._scores]
+        values = [v for _, v in self._scores]
+        best = [max(values[: i + 1]) for i in range(len(values))]
+        fig, ax = plt.subplots(figsize=(5, 2.4))
+        ax.plot(numbers, values, "o", label="F1")
+        ax.step(numbers, best, where="post", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel("validation F1")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        self.plot.clear_output(wait=True)
+        with self.plot:
+            from IPython.display import display
+
+            display(fig)
+        plt.close(fig)
+
+
+def _clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _Clock:
+    """Elapsed and estimated time left, from the measured step times of this session."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.trial_start: float | None = None
+        self.done = self.total = 0
+        self.first_step: tuple[int, float] | None = None
+        self.trial_seconds: list[float] = []
+
+    def trial_started(self) -> None:
+        self.trial_start = time.monotonic()
+        self.done = self.total = 0
+        self.first_step = None
+
+    def step(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if self.first_step is None:  # a resumed trial starts mid-way: time from here
+            self.first_step = (done, time.monotonic())
+
+    def trial_finished(self, complete: bool) -> None:
+        if complete and self.trial_start is not None:
+            self.trial_seconds.append(time.monotonic() - self.trial_start)
+        self.trial_start = None
+
+    def trial_left(self) -> float | None:
+        if self.first_step is None or self.done <= self.first_step[0] or not self.total:
+            return None
+        per_step = (time.monotonic() - self.first_step[1]) / (self.done - self.first_step[0])
+        return per_step * (self.total - self.done)
+
+    def text(self, n_complete: int, max_trials: int, *, ended: bool = False) -> str:
+        now = time.monotonic()
+        parts = [f"<b>Sweep:</b> elapsed {_clock_text(now - self.start)}"]
+        if ended:
+            return parts[0] + " (ended)"
+        running = self.trial_start is not None
+        left_now = self.trial_left() if running else 0.0
+        per_trial = (sum(self.trial_seconds) / len(self.trial_seconds)
+                     if self.trial_seconds else None)
+        if per_trial is None and running and self.total and self.first_step is not None \
+                and left_now is not None:
+            per_trial = (now - self.trial_start) + left_now  # type: ignore[operator]
+        rest = max(0, max_trials - n_complete - (1 if running else 0))
+        sweep_left = None if per_trial is None or left_now is None else \
+            left_now + rest * per_trial
+        parts.append(f"left ~{_clock_text(sweep_left)}")
+        if running:
+            parts.append(f"&nbsp; <b>Trial:</b> elapsed "
+                         f"{_clock_text(now - self.trial_start)}, "  # type: ignore[operator]
+                         f"left ~{_clock_text(left_now)}")
+        return " ".join(parts)

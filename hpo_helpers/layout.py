@@ -40,6 +40,7 @@ __all__ = [
     "StudyLayout",
     "backbone_cache",
     "on_drive",
+    "seed_study_files",
     "checkpoint_name",
     "checkpoint_step",
     "default_study_name",
@@ -93,6 +94,26 @@ def default_study_name(backbone: str, study_name: str | None = None) -> str:
         return check_name(study_name, key="study_name",
                           fix="use letters, digits, '_', '-' or '.', e.g. 'hpo_minilm_v2'")
     return f"hpo_{backbone_path_name(backbone)}"
+
+
+# Where the seed (resume-ner-azureml) kept a study: ``resolve_platform_checkpoint_path`` put
+# ``{backbone}/study.db`` under the notebook's ``outputs/hpo`` on Kaggle, under ``/content`` on
+# Colab without Drive, and under ``MyDrive/resume-ner-azureml/outputs/hpo`` with Drive.
+SEED_STUDY_FILES = {
+    "kaggle": (("kaggle", "working", "resume-ner-azureml", "outputs", "hpo", "{backbone}",
+                "study.db"),),
+    "colab": (("content", "{backbone}", "study.db"),
+              (*DRIVE_MOUNT, "resume-ner-azureml", "outputs", "hpo", "{backbone}", "study.db")),
+}
+
+
+def seed_study_files(runtime_kind: str, fs_root: Path, backbone: str) -> list[Path]:
+    """The seed's study files for ``backbone`` that exist on this runtime (newest layout
+    first)."""
+    name = backbone_path_name(backbone)
+    found = [fs_root.joinpath(*(p.replace("{backbone}", name) for p in parts))
+             for parts in SEED_STUDY_FILES.get(runtime_kind, ())]
+    return [f for f in found if f.is_file()]
 
 
 def on_drive(path: Path | str) -> bool:

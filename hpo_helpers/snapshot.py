@@ -16,6 +16,7 @@ from pathlib import Path
 from .durable import copy_bytes, set_aside, sha256
 
 __all__ = [
+    "adopt",
     "check_database",
     "readable",
     "enable_wal",
@@ -144,6 +145,34 @@ def readable(db: Path) -> Path:
     copy_bytes(db, local)
     logger.info("Reading a local copy of %s (SQLite never opens a Drive file)", db)
     return local
+
+
+def adopt(seed: Path, working: Path) -> str | None:
+    """Copy a study file made elsewhere (the seed's old location) to ``working``; what is wrong
+    with it, or None. The original (and its ``-wal``) is only read, never modified."""
+    working.parent.mkdir(parents=True, exist_ok=True)
+    local = working.with_name(f"{working.name}.adopt-{os.getpid()}")
+    try:
+        copy_bytes(seed, local)
+        wal = Path(f"{seed}-wal")
+        if wal.is_file():  # the seed's last session left changes in its WAL
+            copy_bytes(wal, Path(f"{local}-wal"))
+            con = sqlite3.connect(local)  # local disk: fold the WAL into the copy
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                con.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                con.close()
+        problem = check_database(local)
+        if problem:
+            return problem
+        for suffix in ("-wal", "-shm"):
+            Path(str(working) + suffix).unlink(missing_ok=True)
+        os.replace(local, working)
+    finally:
+        for f in (local, Path(f"{local}-wal"), Path(f"{local}-shm")):
+            f.unlink(missing_ok=True)
+    return None
 
 
 def restore_if_missing(working: Path, durable: Path) -> None:

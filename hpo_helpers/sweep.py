@@ -32,13 +32,14 @@ from .durable import DurableWrites
 from .errors import ConfigError, SweepFailedError
 from .events import SweepEvents, SweepOutcome
 from .housekeeping import disk_usage, free_memory, keep_top_k, reconcile, snapshot_all
-from .layout import StudyLayout, backbone_cache
+from .layout import StudyLayout, backbone_cache, seed_study_files
 from .mirror import CheckpointMirror
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .paths import StudyPaths, resolve
 from .redaction import mask
 from .runtime import Runtime, detect
 from .schema import ATTEMPT, CREATED_AT, ERROR, INTERRUPTED, RETRY_OF, SESSIONS, retry_root
+from .snapshot import adopt
 from .status import status, storage_url_for
 from .stopping import StopRequest as _StopRequest
 from .study import OpenedStudy, count_states, fingerprint, open_shared_study, open_study, requeue
@@ -312,6 +313,23 @@ def _open(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
     return _Opened(opened, layout, str(local.durable_db) if local else None)
 
 
+def _adopt_seed_study(paths: StudyPaths, runtime: Runtime, backbone: str) -> None:
+    """A study at the seed's old location, when this layout has none yet, is copied in (the
+    original is never modified) and adopted: the study opens it and records its fingerprint."""
+    if paths.working_db.exists() or paths.durable_db.exists():
+        return
+    for seed in seed_study_files(runtime.kind, runtime.root, backbone):
+        problem = adopt(seed, paths.working_db)
+        if problem:
+            logger.warning("Study at the seed's old location %s is not usable (%s): left "
+                           "alone", seed, problem)
+            continue
+        logger.warning("Adopted the study found at the seed's old location %s: copied to %s "
+                       "(the original is left untouched); its fingerprint is recorded as it "
+                       "opens", seed, paths.working_db)
+        return
+
+
 def _mirror_for(hpo: Any, opened: OpenedStudy, layout: StudyLayout,
                 writes: DurableWrites) -> CheckpointMirror | None:
     on = hpo.mirror_trial_checkpoints
@@ -362,6 +380,8 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     url = storage_url_for(hpo, storage_url)
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
+    if local is not None and not url and output_dir is None:
+        _adopt_seed_study(local, runtime, backbone_name)
     prep = _prepare_sweep(cfg, backbone_name, dataset_path, local, url)
     tracker = SweepTracker(tracking)
     o = _open(hpo, backbone_name, url, local, fingerprint(hpo, prep.dataset.fingerprint),

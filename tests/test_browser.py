@@ -95,3 +95,55 @@ def test_click_resume_in_a_real_browser(voila_panel, tmp_path) -> None:
         finally:
             browser.close()
     shutil.copy(ARTIFACTS / "panel-after.png", tmp_path / "panel-after.png")
+
+
+@pytest.fixture
+def slow_trials(project):
+    """More documents per epoch, so a click lands inside a trial (before ``voila_panel``)."""
+    from .test_kill_resume import _slower_trials
+
+    _slower_trials(project)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed "
+                    "(.ci/run installs it with apt)")
+def test_stop_now_in_a_real_browser_then_resume_continues(slow_trials, voila_panel, project,
+                                                          tmp_path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+    from playwright.sync_api import expect, sync_playwright
+
+    from hpo_helpers.checkpoints import latest_checkpoint
+    from hpo_helpers.layout import checkpoint_step
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = f"sqlite:///{project.output_dir / 'tiny' / 'study.db'}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(voila_panel, timeout=180_000)
+            expect(page.get_by_text("Resume: 1 of 3 trials complete").first).to_be_visible(
+                timeout=180_000)
+            page.get_by_role("button", name="Resume").click()
+            expect(page.get_by_text("Trial:").first).to_be_visible(timeout=120_000)  # stepping
+            page.get_by_role("button", name="Stop now").click()
+            expect(page.get_by_text("Interrupted by the Stop now button").first).to_be_visible(
+                timeout=120_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-stopped.png"), full_page=True)
+            study = optuna.load_study(study_name="hpo_tiny", storage=db)
+            stopped = study.trials[1]
+            assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"]
+            ckpt = latest_checkpoint(project.output_dir / "tiny" / "trials" / "hpo_tiny"
+                                     / "trial_1")
+            assert ckpt is not None
+            step = checkpoint_step(ckpt)
+            page.get_by_role("button", name="Resume").click()
+            expect(page.get_by_text("Sweep complete: 3/3 trials COMPLETE").first).to_be_visible(
+                timeout=300_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-resumed.png"), full_page=True)
+        finally:
+            browser.close()
+    study = optuna.load_study(study_name="hpo_tiny", storage=db)
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_step"] == step

@@ -71,6 +71,17 @@ def voila_panel(project, tmp_path):
             os.killpg(proc.pid, 9)
 
 
+def _panel_page(browser, url: str):
+    """The served panel, loaded and showing its plan."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url, timeout=180_000)
+    expect(page.get_by_text("Resume: 1 of 3 trials complete").first).to_be_visible(
+        timeout=180_000)
+    return page
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed "
                     "(.ci/run installs it with apt)")
 def test_click_resume_in_a_real_browser(voila_panel, tmp_path) -> None:
@@ -80,10 +91,7 @@ def test_click_resume_in_a_real_browser(voila_panel, tmp_path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(voila_panel, timeout=180_000)
-            expect(page.get_by_text("Resume: 1 of 3 trials complete").first).to_be_visible(
-                timeout=180_000)
+            page = _panel_page(browser, voila_panel)
             page.screenshot(path=str(ARTIFACTS / "panel-before.png"), full_page=True)
             page.get_by_role("button", name="Resume").click()
             expect(page.get_by_text("Resuming: Resume: 1 of 3").first).to_be_visible(
@@ -121,10 +129,7 @@ def test_stop_now_in_a_real_browser_then_resume_continues(slow_trials, voila_pan
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(voila_panel, timeout=180_000)
-            expect(page.get_by_text("Resume: 1 of 3 trials complete").first).to_be_visible(
-                timeout=180_000)
+            page = _panel_page(browser, voila_panel)
             page.get_by_role("button", name="Resume").click()
             expect(page.get_by_text("Trial:").first).to_be_visible(timeout=120_000)  # stepping
             page.get_by_role("button", name="Stop now").click()

@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 
 from . import faults
@@ -21,6 +22,7 @@ __all__ = [
     "check_database",
     "enable_wal",
     "fetch",
+    "read_only_uri",
     "restore_if_missing",
     "set_aside",
     "snapshot",
@@ -29,6 +31,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
+
+
+def read_only_uri(path: Path | str) -> str:
+    """A SQLite URI that opens ``path`` read-only, whatever it holds (``?``, ``#``, ``%``):
+    built by quoting the path's bytes, never by pasting it into a URI (issue 11, finding 5)."""
+    return "file:" + urllib.parse.quote(os.fsencode(Path(path).absolute())) + "?mode=ro"
 
 
 def check_database(path: Path) -> str | None:
@@ -43,7 +51,7 @@ def check_database(path: Path) -> str | None:
         if fh.read(16) != b"SQLite format 3\x00":
             return "not an SQLite database (bad header)"
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        con = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
         try:
             row = con.execute("PRAGMA quick_check").fetchone()
         finally:

@@ -21,18 +21,20 @@ import os
 import socket
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import HpoConfig
-from .errors import FingerprintMismatchError, StudyLockedError
+from .errors import FingerprintMismatchError, StudyError, StudyLockedError
 from .paths import StudyPaths
 from .snapshot import (
     BUSY_TIMEOUT_S,
     check_database,
     enable_wal,
     fetch,
+    read_only_uri,
     restore_if_missing,
     set_aside,
 )
@@ -43,9 +45,11 @@ __all__ = [
     "lock_holder",
     "StudyLock",
     "count_states",
+    "create_database",
     "fingerprint",
     "open_shared_study",
     "open_study",
+    "reader_storage",
     "recover_interrupted",
     "requeue",
     "sqlite_storage",
@@ -169,14 +173,98 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown"
 
 
-def sqlite_storage(db: Path) -> Any:
-    """An Optuna RDB storage on ``db`` with a busy timeout (WAL is set on the file)."""
-    import optuna
+def sqlite_storage(db: Path, *, read_only: bool = False) -> Any:
+    """An Optuna RDB storage on ``db`` with a busy timeout (WAL is set on the file).
 
-    return optuna.storages.RDBStorage(
-        url=f"sqlite:///{db}",
-        engine_kwargs={"connect_args": {"timeout": BUSY_TIMEOUT_S}},
-    )
+    Connections come from ``sqlite3.connect`` on the path itself (a creator, not a URL built by
+    concatenation), so ``?``, ``#`` or ``%`` in a folder name cannot send the study elsewhere
+    (issue 11, finding 5). ``read_only`` (status, panel, dashboard) opens the file with
+    ``mode=ro`` and creates no table: a reader never writes. A writer retries when a reader
+    outside our control (``optuna.load_study`` by hand) creates the same tables at the same
+    moment.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    path = Path(db).absolute()
+    if read_only:
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S,
+                                   check_same_thread=False)
+    else:
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    url = "sqlite:///" + urllib.parse.quote(os.fsencode(path))
+
+    def storage() -> Any:
+        return optuna.storages.RDBStorage(url=url, engine_kwargs={"creator": connect},
+                                          skip_table_creation=read_only)
+
+    for attempt in range(5):
+        try:
+            return storage()
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+            if read_only or not ("already exists" in str(exc) or "UNIQUE constraint" in str(exc)):
+                raise
+            logger.info("Another process is creating the tables of %s; retrying", path)
+            time.sleep(0.2 * (attempt + 1))
+    return storage()
+
+
+def create_database(db: Path) -> None:
+    """Create a new, empty study database at ``db`` with its whole schema, atomically.
+
+    The tables are made in ``<db>.init-<pid>`` and the finished file is renamed into place,
+    so a reader never sees a half-made schema and never races the sweep to create it
+    (issue 11, finding 4). Call it under the study lock.
+    """
+    tmp = db.with_name(f"{db.name}.init-{os.getpid()}")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    storage = sqlite_storage(tmp)
+    storage.engine.dispose()
+    enable_wal(tmp)
+    for suffix in ("-wal", "-shm"):  # orphans of a database that no longer exists
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    os.replace(tmp, db)
+
+
+def reader_storage(target: Path | str) -> Any | None:
+    """A storage for readers (status, panel, dashboard, inspection) that never writes.
+
+    ``target`` is a study.db path or a database URL. SQLite opens read-only; ``None`` means
+    no study database is there yet (missing file, or one whose schema is not finished). A
+    server that cannot be reached or a damaged file is a :class:`StudyError` of one line.
+    """
+    import optuna
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    from .redaction import mask
+
+    s = str(target)
+    server = "://" in s and not s.startswith("sqlite")
+    path = Path(s) if "://" not in s else Path(make_url(s).database or "")
+    if not server and not path.is_file():
+        return None
+    try:
+        if server:
+            return optuna.storages.RDBStorage(s, engine_kwargs={"pool_pre_ping": True},
+                                              skip_table_creation=True)
+        return sqlite_storage(path, read_only=True)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) \
+            else exc
+        text = str(getattr(cause, "orig", None) or cause)
+        if isinstance(cause, sqlalchemy.exc.ProgrammingError) or (
+                not server and isinstance(cause, sqlalchemy.exc.OperationalError)):
+            return None  # no tables yet: nobody has finished creating a study there
+        first = mask(text).strip().splitlines() or [type(cause).__name__]
+        where = mask(s) if server else str(path)
+        raise StudyError(f"cannot read the study database {where}: {first[0][:200]}. Fix: "
+                         + ("check that the server runs and the URL (host, port, database)."
+                            if server else "run the sweep, which sets a damaged file aside.")
+                         ) from None
 
 
 def count_states(study: Any) -> dict[str, int]:
@@ -250,6 +338,8 @@ def _prepare_database(paths: StudyPaths) -> None:
                 logger.error("Study database %s is damaged (%s): renamed to %s; no good "
                              "snapshot exists, so a new study starts (the old file is kept)",
                              working, problem, moved)
+    if not working.exists():
+        create_database(working)
     enable_wal(working)
 
 

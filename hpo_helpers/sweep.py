@@ -399,9 +399,11 @@ def _dataset_path(cfg: Configs, dataset_path: Path | str | None) -> Path:
 def storage_url_for(hpo: HpoConfig, override: str | None = None) -> str | None:
     """The shared storage URL: CLI/API ``override``, else ``HPO_STORAGE_URL``, else config."""
     from .config import check_storage_url
+    from .redaction import register_url_secret
     from .runtime import environ
 
     url = override or environ().get("HPO_STORAGE_URL") or hpo.storage_url
+    register_url_secret(url)  # masked wherever it turns up from now on (issue 11)
     return check_storage_url(hpo.source, url) if url else None
 
 
@@ -735,7 +737,7 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     """
     import optuna
 
-    from .study import interrupted_numbers, sqlite_storage
+    from .study import interrupted_numbers, reader_storage
 
     hpo = cfg.hpo
     name_bb = backbone or hpo.backbone
@@ -752,7 +754,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         from .distributed import SharedStudy
 
         out["checkpoint_path"] = mask(url)
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        storage = reader_storage(url)  # read-only: a reader never creates tables (#11)
+        if storage is None:
+            return out
         shared = SharedStudy(storage, study_name)
     elif not hpo.checkpoint.enabled:
         return out
@@ -761,9 +765,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
                         storage_path=hpo.checkpoint.storage_path, output_dir=output_dir)
         out["checkpoint_path"] = str(paths.durable_db)
         db = paths.working_db if paths.working_db.exists() else paths.durable_db
-        if not db.exists():
+        storage = reader_storage(db)
+        if storage is None:
             return out
-        storage = sqlite_storage(db)
     if study_name not in optuna.get_all_study_names(storage):
         return out
     study = optuna.load_study(study_name=study_name, storage=storage)

@@ -319,9 +319,28 @@ def recover_interrupted(study: Any) -> list[int]:
     return recovered
 
 
+def _holds_no_study(db: Path) -> bool:
+    """True when ``db`` is a database with Optuna's tables but not a single study."""
+    if not db.is_file():
+        return False
+    try:
+        con = sqlite3.connect(read_only_uri(db), uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            return con.execute("SELECT count(*) FROM studies").fetchone()[0] == 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
 def _prepare_database(paths: StudyPaths) -> None:
     """Bring a healthy database to ``paths.working_db`` (restore, set aside corrupt copies)."""
     working, durable = paths.working_db, paths.durable_db
+    if paths.snapshots_needed and durable.exists() and _holds_no_study(working):
+        # made on a fresh VM by a reader (optuna.load_study by hand) before we restored
+        moved = set_aside(working, "empty")
+        logger.warning("%s holds no study (made by a reader before the restore): renamed to "
+                       "%s; the durable copy is restored", working, moved.name)
     restore_if_missing(working, durable)
     if working.exists():
         problem = check_database(working)

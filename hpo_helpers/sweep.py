@@ -536,7 +536,7 @@ class _Sweep:
             return True, ckpt_dir
         except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
             last_error = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("error", last_error[:1000])
+            trial.set_user_attr("error", mask(last_error)[:1000])  # no secret in the study
             study.tell(trial, state=TrialState.FAIL)
             self._record(trial, "FAIL", None)
             self.failures_in_a_row += 1

@@ -12,7 +12,6 @@ import shlex
 import signal
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -25,6 +24,7 @@ import yaml
 from hpo_helpers.redaction import MaskingFilter, mask, register_secret, register_url_secret
 
 from .conftest import PYTHON, REPO, TINY_HPO
+from .test_distributed import pg_url  # noqa: F401 - a fixture used below
 from .test_kill_resume import _env
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +295,7 @@ def test_a_50mb_single_line_document_is_dropped_cheaply(tmp_path) -> None:
     with open(folder / "train.json", "w") as fh:
         json.dump([*small, huge], fh)
     (folder / "validation.json").write_text(json.dumps(small[:2]))
+    (folder / "test.json").write_text(json.dumps(small[:2]))
     code = textwrap.dedent(f"""
         import json, resource, time, yaml
         from hpo_helpers.config import load_data_config
@@ -302,7 +303,7 @@ def test_a_50mb_single_line_document_is_dropped_cheaply(tmp_path) -> None:
         t = time.monotonic()
         cfg = load_data_config({str(REPO / 'config/data/demo.yaml')!r})
         ds = load_dataset({str(folder)!r}, cfg)
-        print(json.dumps({{"train": len(ds.train), "oversized": ds.reports[0].oversized,
+        print(json.dumps({{"train": len(ds.train), "oversized": sum(r.oversized for r in ds.reports),
                           "s": time.monotonic() - t,
                           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
     """)
@@ -548,8 +549,8 @@ def test_the_printed_command_resumes_the_interrupted_run(project, tmp_path) -> N
             break
     lines += proc.stdout.readlines()
     assert proc.wait(120) == 130, "".join(lines)
-    printed = next(ln for ln in lines if "To resume" in ln)
-    command = printed.split(": ", 1)[1].strip()
+    printed = next(ln for ln in lines if "To resume" in ln and "python -m" in ln)
+    command = "python -m" + printed.split("python -m", 1)[1].strip()
     assert "--dataset" in command and "--max-trials 2" in command
     assert "--mlflow-experiment resume-line" in command
     res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env,
@@ -566,28 +567,31 @@ PG_PASSWORD = "S3cr/t:pa@ss#x/" + uuid.uuid4().hex[:6]
 
 
 @pytest.fixture
-def secret_pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres",
-                                autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server answers on 127.0.0.1:5432 ({exc})")
-    role = f"hpo_secret_{uuid.uuid4().hex[:8]}"
-    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
-    quoted = PG_PASSWORD.replace("'", "''")
-    admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{quoted}'")
-    admin.execute(f'CREATE DATABASE "{name}" OWNER {role}')
-    from urllib.parse import quote
+def secret_pg_url(pg_url):  # noqa: F811 - the fixture imported above
+    """``pg_url``'s database, owned by a new role whose password holds '/', ':', '@', '#'."""
+    import psycopg
+    from sqlalchemy.engine import make_url
 
+    name = make_url(pg_url).database
+    role = f"hpo_secret_{uuid.uuid4().hex[:8]}"
+
+    def admin(db: str, *sql: str) -> None:
+        with psycopg.connect(f"host=127.0.0.1 port=5432 dbname={db} user=postgres",
+                             autocommit=True) as con:
+            for statement in sql:
+                con.execute(statement)
+
+    quoted = PG_PASSWORD.replace("'", "''")
+    admin("test", f"CREATE ROLE {role} LOGIN PASSWORD '{quoted}'",
+          f'ALTER DATABASE "{name}" OWNER TO {role}')
+    admin(name, f"ALTER SCHEMA public OWNER TO {role}")
     # '/' and ':' stay raw (SQLAlchemy accepts them); '@' and '#' must be quoted in a URL
-    pw = PG_PASSWORD.replace("@", quote("@")).replace("#", quote("#"))
+    pw = PG_PASSWORD.replace("@", "%40").replace("#", "%23")
     try:
         yield f"postgresql+psycopg://{role}:{pw}@127.0.0.1:5432/{name}"
     finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.execute(f"DROP ROLE {role}")
-        admin.close()
+        admin(name, f"REASSIGN OWNED BY {role} TO postgres", f"DROP OWNED BY {role}")
+        admin("test", f'ALTER DATABASE "{name}" OWNER TO postgres', f"DROP ROLE {role}")
 
 
 def _secret_forms() -> list[bytes]:
@@ -651,7 +655,7 @@ def test_no_secret_anywhere_after_a_sweep_on_postgresql(project, tmp_path,
             _grep(f.read_bytes(), str(f))
     # the study: user and system attrs of the study and of every trial
     study = optuna.load_study(study_name="hpo_tiny", storage=secret_pg_url)
-    blob = json.dumps([study.user_attrs, study.system_attrs,
+    blob = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(study._study_id),
                        [(t.user_attrs, t.system_attrs, t.params) for t in study.trials]],
                       default=str)
     _grep(blob.encode(), "the study's attributes")
@@ -692,9 +696,3 @@ def test_dashboard_server_gets_no_secret_in_its_arguments(tmp_path, caplog) -> N
     finally:
         dash.stop()
     assert secret not in caplog.text
-
-
-def test_fault_injection_reader_mode_is_wired() -> None:
-    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fault_injection.py"),
-                          "--help"], capture_output=True, text=True, timeout=120, env=_env())
-    assert "--readers" in res.stdout

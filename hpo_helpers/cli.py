@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import HpoHelpersError
-from .redaction import MaskingFilter, mask, register_url_secret
+from .redaction import mask, mask_log_handlers, register_url_secret
 
 __all__ = ["main"]
 
@@ -236,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
-            handler.addFilter(MaskingFilter())
+    mask_log_handlers()
     if not args.debug:
         logging.getLogger("hpo_helpers").setLevel(logging.INFO)
         for noisy in ("httpx", "urllib3", "filelock"):

@@ -81,6 +81,9 @@ def setup_environment(*, mount_drive: bool = True, runtime: Runtime | None = Non
                      drive_mounted=(rt.root / "content" / "drive" / "MyDrive").is_dir())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S", stream=sys.stdout, force=True)
+    from .redaction import mask_log_handlers
+
+    mask_log_handlers()  # no password in a saved notebook's output (issue 11)
     logger.info("Runtime: %s%s", rt.kind,
                 f" (Drive {'mounted' if rt.drive_mounted else 'not mounted'})"
                 if rt.is_colab else "")

@@ -27,7 +27,8 @@ import re
 import threading
 import urllib.parse
 
-__all__ = ["MaskingFilter", "mask", "register_secret", "register_url_secret"]
+__all__ = ["MaskingFilter", "mask", "mask_log_handlers", "register_secret",
+           "register_url_secret"]
 
 # scheme://user:password@ -- the password runs to the last '@' before the next whitespace,
 # quote or bracket that closes the URL.
@@ -115,3 +116,10 @@ class MaskingFilter(logging.Filter):
         if masked != message or record.args:
             record.msg, record.args = masked, None
         return True
+
+
+def mask_log_handlers() -> None:
+    """Put a :class:`MaskingFilter` on every handler of the root logger (once each)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())

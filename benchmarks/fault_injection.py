@@ -427,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.insert(0, str(Path(__file__).parent))
             from _results import record
 
-            record(f"fault_injection ({args.kills} kills)", report,
+            record(f"fault_injection ({args.kills} kills"
+                   f"{', readers' if args.readers else ''})", report,
                    notes="tiny backbone on a simulated Colab layout; redone work is measured "
                    "per interrupted attempt that had trained; local = same VM, fresh VM = "
                    "working folder deleted after the kill")

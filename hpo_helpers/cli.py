@@ -133,8 +133,8 @@ def resume_command(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    _check_output_dir(args.output_dir)
     cfg = _load(args)
+    _check_output_dir(args.output_dir)
     tracking = None
     if args.mlflow_experiment:
         from .mlflow_setup import setup_mlflow_from_config

@@ -385,6 +385,7 @@ def test_a_second_process_never_replaces_the_tokenizer_cache(tmp_path, monkeypat
     assert sorted(p.name for p in cache.iterdir()) == ["tokenizer.json"]
 
 
+@pytest.mark.slow
 def test_a_refused_run_leaves_the_running_sweeps_cache_alone(project) -> None:
     from hpo_helpers.study import StudyLock
 
@@ -432,6 +433,7 @@ _READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_readers_never_break_study_creation_or_themselves(tmp_path) -> None:
     """20 creations of a new study while a read-only reader and a user's load_study hammer the
     file (the race showed 2 times in 5, so 20 clean rounds leave it no room)."""

@@ -7,6 +7,7 @@ durable copy, checked, and moved into place with ``os.replace``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -38,7 +39,12 @@ def read_only_uri(path: Path | str) -> str:
 
 
 def check_database(path: Path) -> str | None:
-    """None when ``path`` is a healthy SQLite database, else what is wrong with it."""
+    """None when ``path`` is a healthy SQLite database, else what is wrong with it.
+
+    Beyond ``quick_check``, the study-level attributes (fingerprint, creation time) must be
+    valid JSON: damage there passes SQLite's check but breaks Optuna (issue 11, finding 7).
+    Text is decoded leniently, so bytes on the schema page are a finding, not a crash.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -50,14 +56,35 @@ def check_database(path: Path) -> str | None:
             return "not an SQLite database (bad header)"
     try:
         con = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
+        con.text_factory = lambda raw: raw.decode("utf-8", "replace")
         try:
             row = con.execute("PRAGMA quick_check").fetchone()
+            if row and row[0] == "ok":
+                bad = _bad_study_attribute(con)
+                if bad:
+                    return bad
         finally:
             con.close()
-    except sqlite3.DatabaseError as exc:
-        return f"unreadable ({exc})"
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        return f"unreadable ({str(exc)[:200]})"
     if not row or row[0] != "ok":
-        return f"integrity check failed ({row[0] if row else 'no answer'})"
+        return f"integrity check failed ({(row[0] if row else 'no answer')[:200]})"
+    return None
+
+
+def _bad_study_attribute(con: sqlite3.Connection) -> str | None:
+    for table in ("study_user_attributes", "study_system_attributes"):
+        try:
+            rows = con.execute(f"SELECT key, value_json FROM {table}").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                continue  # a database without a study schema yet
+            raise
+        for key, value in rows:
+            try:
+                json.loads(value)
+            except (TypeError, ValueError):
+                return f"damaged study attribute {key[:40]!r} in {table}"
     return None
 
 

@@ -70,8 +70,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     resolving again when the caller has them.
     """
     import optuna
+    import sqlalchemy.exc
 
-    from .study import reader_storage
+    from .study import reader_storage, unreadable_database
 
     hpo = cfg.hpo
     name_bb = backbone or hpo.backbone
@@ -97,9 +98,15 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         storage = reader_storage(db)
         if storage is None:
             return out
-    if name not in optuna.get_all_study_names(storage):
-        return out
-    _describe(optuna.load_study(study_name=name, storage=storage), out)
+    try:
+        if name not in optuna.get_all_study_names(storage):
+            return out
+        _describe(optuna.load_study(study_name=name, storage=storage), out)
+    except (ValueError, optuna.exceptions.StorageInternalError,
+            sqlalchemy.exc.SQLAlchemyError) as exc:
+        # damage that passes SQLite's own check (a stored attribute that is not JSON): one
+        # line, and the next run sets the file aside (issue 11, finding 7)
+        raise unreadable_database(url or db, f"{type(exc).__name__}: {exc}") from None
     if shared is not None:
         out["workers"] = shared.workers()
     return out

@@ -69,6 +69,7 @@ __all__ = [
     "recover_interrupted",
     "requeue",
     "sqlite_storage",
+    "unreadable_database",
 ]
 
 logger = logging.getLogger(__name__)
@@ -257,8 +258,6 @@ def reader_storage(target: Path | str) -> Any | None:
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    from .redaction import mask
-
     s = str(target)
     server = "://" in s and not s.startswith("sqlite")
     path = Path(s) if "://" not in s else Path(make_url(s).database or "")
@@ -276,12 +275,19 @@ def reader_storage(target: Path | str) -> Any | None:
         if isinstance(cause, sqlalchemy.exc.ProgrammingError) or (
                 not server and isinstance(cause, sqlalchemy.exc.OperationalError)):
             return None  # no tables yet: nobody has finished creating a study there
-        first = mask(text).strip().splitlines() or [type(cause).__name__]
-        where = mask(s) if server else str(path)
-        raise StudyError(f"cannot read the study database {where}: {first[0][:200]}. Fix: "
-                         + ("check that the server runs and the URL (host, port, database)."
-                            if server else "run the sweep, which sets a damaged file aside.")
-                         ) from None
+        raise unreadable_database(s if server else path, text) from None
+
+
+def unreadable_database(target: Path | str, problem: str) -> StudyError:
+    """The one-line error of a reader that cannot read the study at ``target`` (path or URL)."""
+    from .redaction import mask
+
+    s = str(target)
+    server = "://" in s and not s.startswith("sqlite")
+    first = mask(problem).strip().splitlines() or ["unreadable"]
+    return StudyError(f"cannot read the study database {mask(s)}: {first[0][:200]}. Fix: "
+                      + ("check that the server runs and the URL (host, port, database)."
+                         if server else "run the sweep, which sets a damaged file aside."))
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:

@@ -699,3 +699,317 @@ def test_dashboard_server_gets_no_secret_in_its_arguments(tmp_path, caplog) -> N
     finally:
         dash.stop()
     assert secret not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile names (findings 1 and 10): refused in one line, nothing written outside the output
+# folder, no unrelated folder touched
+
+
+@pytest.mark.parametrize("name", ["/elsewhere/victim", "../../../victim", "../victim",
+                                  ".hidden", "a/b", "x" * 101, "tab\tname"])
+def test_a_hostile_study_name_is_one_line_and_touches_nothing(project, tmp_path, name) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    project.write_hpo(study_name=name)
+    before = sorted(p for p in tmp_path.rglob("*") if "__pycache__" not in p.parts)
+    res = _cli(project, *project.run_args()[3:])
+    _one_line_error(res, r"study_name")
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert not project.output_dir.exists()
+    after = sorted(p for p in tmp_path.rglob("*") if "__pycache__" not in p.parts)
+    assert after == before
+
+
+def test_a_yaml_alias_bomb_is_a_short_one_line_error(project) -> None:
+    from .test_config import ALIAS_BOMB
+
+    project.hpo.write_text(ALIAS_BOMB + yaml.safe_dump(
+        {k: v for k, v in TINY_HPO.items() if k != "backbone"}))
+    start = time.monotonic()
+    res = _cli(project, *project.run_args()[3:], timeout=60)
+    assert time.monotonic() - start < 30
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr) < 2000, len(res.stderr)  # one error naming the file, short lines
+    assert res.stderr.startswith("error: ") and "test.yaml: 2 problems" in res.stderr
+    assert "key 'backbone' = [[[" in res.stderr and "..." in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged files: checkpoints (finding 6), databases and snapshots (findings 7 and 8). Each ends
+# in a clean recovery; the damaged file is kept aside; no finished trial or kept model is lost.
+
+
+class _Evil:
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self):
+        return (open, (str(self.flag), "w"))  # would create the flag file if unpickled freely
+
+
+def _damage_checkpoint(ckpt: Path, style: str, flag: Path) -> None:
+    import pickle
+
+    model, training = ckpt / "model.pt", ckpt / "training_state.pt"
+    if style == "truncated model.pt":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    elif style == "bad JSON":
+        (ckpt / "trainer_state.json").write_text('{"epoch": 1, "step_in')
+    elif style == "zeroed training_state.pt":
+        training.write_bytes(b"\0" * training.stat().st_size)
+    elif style in ("malicious pickle", "malicious pickle, no checksum"):
+        training.write_bytes(pickle.dumps(_Evil(flag)))
+        if style.endswith("no checksum"):  # as a checkpoint of the code before checksums
+            (ckpt / "COMPLETE").write_text(f"{ckpt.name.split('-')[1]}\n")
+    elif style == "64 random bytes in model.pt":
+        data = bytearray(model.read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + 64] = os.urandom(64)
+        model.write_bytes(bytes(data))
+    else:
+        raise AssertionError(style)
+
+
+CHECKPOINT_DAMAGE = ["truncated model.pt", "bad JSON", "zeroed training_state.pt",
+                     "malicious pickle", "malicious pickle, no checksum",
+                     "64 random bytes in model.pt"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from hpo_helpers.backbones import load_backbone
+    from hpo_helpers.config import load_data_config, load_train_config
+    from hpo_helpers.data import load_dataset
+    from hpo_helpers.encoding import encode_documents
+
+    from .test_train import _demo_data
+
+    tmp = tmp_path_factory.mktemp("hostile-train")
+    ds = load_dataset(REPO / "dataset", load_data_config(
+        {**_demo_data(), "max_train_documents": 12, "max_eval_documents": 5}))
+    bb = load_backbone("tiny", REPO / "config", texts=[" ".join(d.words) for d in ds.train],
+                       cache_dir=tmp / "tok")
+    l2i = {lab: i for i, lab in enumerate(ds.labels)}
+    return {"ds": ds, "bb": bb,
+            "cfg": load_train_config({"max_length": 64, "stride": 16, "torch_threads": 1}),
+            "tw": encode_documents(ds.train, bb.tokenizer, l2i, max_length=64, stride=16),
+            "ew": encode_documents(ds.validation, bb.tokenizer, l2i, max_length=64, stride=16)}
+
+
+def _fit(trained, trial_dir: Path, **kw):
+    from hpo_helpers.train import fit
+
+    from .test_train import PARAMS
+
+    return fit(backbone=trained["bb"], labels=trained["ds"].labels,
+               train_windows=trained["tw"], eval_docs=trained["ds"].validation,
+               eval_windows=trained["ew"], params=PARAMS, cfg=trained["cfg"], seed=11,
+               checkpoint_dir=trial_dir, **kw)
+
+
+def _stop_after_epochs(trained, trial_dir: Path, n: int):
+    seen: list[int] = []
+    return _fit(trained, trial_dir, on_epoch=lambda e, m: seen.append(e),
+                should_stop=lambda: len(seen) >= n)
+
+
+@pytest.mark.parametrize("style", CHECKPOINT_DAMAGE)
+def test_a_damaged_checkpoint_is_set_aside_and_the_trial_completes(trained, tmp_path, style,
+                                                                   caplog) -> None:
+    from hpo_helpers.checkpoints import latest_checkpoint
+
+    trial_dir = tmp_path / "trial_0"
+    _stop_after_epochs(trained, trial_dir, 1)
+    ckpt = latest_checkpoint(trial_dir)
+    flag = tmp_path / "pwned"
+    _damage_checkpoint(ckpt, style, flag)
+    damaged = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    with caplog.at_level(logging.ERROR, logger="hpo_helpers"):
+        result = _fit(trained, trial_dir)
+    assert not flag.exists()  # no code ran from the file
+    assert result.resumed_from_epoch is None and len(result.history) == 3  # epoch 0, complete
+    assert "cannot be read" in caplog.text and "Set aside as" in caplog.text
+    aside = [p for p in tmp_path.iterdir() if ".unreadable-" in p.name]
+    assert len(aside) == 1 and {p.name: p.read_bytes() for p in aside[0].iterdir()} == damaged
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(trained, tmp_path) -> None:
+    import shutil
+
+    from hpo_helpers.checkpoints import latest_checkpoint
+
+    trial_dir = tmp_path / "trial_0"
+    first = _stop_after_epochs(trained, trial_dir, 1)
+    good = latest_checkpoint(trial_dir)
+    newer = trial_dir / f"checkpoint-{first.global_step + 5}"
+    shutil.copytree(good, newer)
+    _damage_checkpoint(newer, "64 random bytes in model.pt", tmp_path / "flag")
+    result = _fit(trained, trial_dir)
+    assert result.resumed_from_epoch == 1 and len(result.history) == 3
+    assert [p for p in tmp_path.iterdir() if ".unreadable-" in p.name]
+
+
+def test_a_checkpoint_without_checksums_still_loads_logged_once(trained, tmp_path,
+                                                                caplog) -> None:
+    from hpo_helpers.checkpoints import latest_checkpoint, read_state
+
+    trial_dir = tmp_path / "trial_0"
+    _stop_after_epochs(trained, trial_dir, 1)
+    ckpt = latest_checkpoint(trial_dir)
+    assert json.loads((ckpt / "COMPLETE").read_text())["sha256"]  # written with checksums
+    (ckpt / "COMPLETE").write_text(f"{ckpt.name.split('-')[1]}\n")  # as today's main writes
+    with caplog.at_level(logging.WARNING, logger="hpo_helpers"):
+        read_state(ckpt)
+        result = _fit(trained, trial_dir)
+    assert result.resumed_from_epoch == 1 and len(result.history) == 3
+    assert caplog.text.count("loaded unverified") == 1
+
+
+def test_a_failed_trial_with_a_damaged_folder_is_set_aside_not_deleted(project,
+                                                                        monkeypatch) -> None:
+    import dataclasses
+
+    from hpo_helpers import load_configs, run_sweep, sweep
+    from hpo_helpers.errors import CheckpointError, SweepFailedError
+
+    def damaged_fit(*, checkpoint_dir, **_kw):
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (checkpoint_dir / "evidence.txt").write_text("look at me")
+        raise CheckpointError(f"checkpoint {checkpoint_dir} does not fit this trial's model")
+
+    monkeypatch.setattr(sweep, "fit", damaged_fit)
+    cfg = load_configs(project.config_dir, project.hpo)
+    cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, max_trials=1))
+    with pytest.raises(SweepFailedError, match="3 trials failed in a row"):
+        run_sweep(cfg, output_dir=project.output_dir)
+    trials = project.output_dir / "tiny" / "trials" / "hpo_tiny"
+    for n in range(3):  # the last one too, where the sweep stops
+        aside = [p for p in trials.iterdir() if p.name.startswith(f"trial_{n}.damaged-")]
+        assert len(aside) == 1 and (aside[0] / "evidence.txt").read_text() == "look at me"
+
+
+def _checkpointed(db: Path) -> bytes:
+    con = sqlite3.connect(db)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    return db.read_bytes()
+
+
+def _damage_database(db: Path, style: str) -> bytes:
+    data = bytearray(_checkpointed(db))
+    if style == "bytes on the schema page":
+        at = data.index(b"CREATE TABLE")
+        data[at + 13:at + 21] = b"\xff\xfe\xfd\xfc\xc3\x28\xa0\xa1"
+    elif style == "bytes inside the stored fingerprint":
+        key = data.index(b"fingerprint")
+        at = data.index(b'{"', key)
+        data[at:at + 2] = b"\x01!"
+    elif style == "truncated":
+        del data[len(data) // 2:]
+    elif style == "zeroed second page":
+        data[4096:8192] = bytes(4096)
+    elif style == "garbage header":
+        data[:16] = os.urandom(16)
+    else:
+        raise AssertionError(style)
+    db.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return bytes(data)
+
+
+DATABASE_DAMAGE = ["bytes on the schema page", "bytes inside the stored fingerprint",
+                   "truncated", "zeroed second page", "garbage header"]
+
+
+def _sweep(project, runtime=None, max_trials: int = 1):
+    from .test_durability import _run
+
+    return _run(project, runtime, max_trials)
+
+
+def _files_under(root: Path, part: str) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and part in p.parts}
+
+
+@pytest.mark.parametrize("style", DATABASE_DAMAGE)
+def test_a_damaged_database_without_snapshot_starts_a_new_study_and_keeps_everything(
+        project, style, caplog) -> None:
+    from optuna.trial import TrialState
+
+    from hpo_helpers import load_configs
+    from hpo_helpers.status import status
+
+    _sweep(project)
+    db = project.output_dir / "tiny" / "study.db"
+    models = _files_under(project.output_dir, "models")
+    assert models  # the first study's kept model
+    bad = _damage_database(db, style)
+    with caplog.at_level(logging.ERROR):
+        out = _sweep(project)
+    assert "is damaged" in caplog.text and "a new study starts" in caplog.text
+    aside = list(db.parent.glob("study.db.corrupt-*"))
+    assert [p.read_bytes() for p in aside if not p.name.endswith(("-wal", "-shm"))] == [bad]
+    assert not out.resumed
+    assert len(out.study.get_trials(states=(TrialState.COMPLETE,))) == 1
+    for path, data in models.items():  # finding 8: the old study's kept models are intact
+        assert path.read_bytes() == data, path
+    assert len(_files_under(project.output_dir, "models")) > len(models)  # a folder of its own
+    info = status(load_configs(project.config_dir, project.hpo), output_dir=project.output_dir)
+    assert info["n_complete"] == 1
+    out = _sweep(project, max_trials=2)  # every later run works
+    assert out.resumed and len(out.study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+@pytest.mark.parametrize("style", DATABASE_DAMAGE)
+def test_a_damaged_working_database_is_replaced_by_the_snapshot(project, tmp_path, style,
+                                                                 caplog) -> None:
+    from optuna.trial import TrialState
+
+    from .test_durability import WORKING, _colab_runtime
+
+    root, rt = _colab_runtime(tmp_path)
+    _sweep(project, rt)
+    working = root.joinpath(*WORKING, "study.db")
+    bad = _damage_database(working, style)
+    with caplog.at_level(logging.ERROR):
+        out = _sweep(project, rt, max_trials=2)
+    assert "restored the newest good snapshot" in caplog.text
+    assert [p.read_bytes() for p in working.parent.glob("study.db.corrupt-*")
+            if not p.name.endswith(("-wal", "-shm"))] == [bad]
+    assert out.resumed and len(out.study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+@pytest.mark.parametrize("style", ["bytes on the schema page",
+                                   "bytes inside the stored fingerprint"])
+def test_a_damaged_snapshot_on_a_fresh_vm_is_kept_aside_and_a_new_study_starts(
+        project, tmp_path, style, caplog) -> None:
+    import shutil
+
+    from .test_durability import DURABLE, _colab_runtime
+
+    root, rt = _colab_runtime(tmp_path)
+    _sweep(project, rt)
+    durable = root.joinpath(*DURABLE, "study.db")
+    models = _files_under(root.joinpath(*DURABLE), "models")
+    bad = _damage_database(durable, style)
+    shutil.rmtree(root / "content" / "resume-ner")  # fresh VM
+    with caplog.at_level(logging.ERROR):
+        out = _sweep(project, rt)
+    assert [p.read_bytes() for p in durable.parent.glob("study.db.corrupt-*")] == [bad]
+    assert not out.resumed
+    for path, data in models.items():
+        assert path.read_bytes() == data, path
+
+
+def test_status_on_a_database_with_a_damaged_fingerprint_is_one_line(project) -> None:
+    _sweep(project)
+    _damage_database(project.output_dir / "tiny" / "study.db",
+                     "bytes inside the stored fingerprint")
+    res = _cli(project, "status", "--config", str(project.hpo), "--output-dir",
+               str(project.output_dir))
+    _one_line_error(res, r"cannot read the study database .*study\.db: .*Fix: run the sweep")

@@ -268,7 +268,8 @@ def reader_storage(target: Path | str) -> Any | None:
             return optuna.storages.RDBStorage(s, engine_kwargs={"pool_pre_ping": True},
                                               skip_table_creation=True)
         return sqlite_storage(path, read_only=True)
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            ValueError) as exc:  # ValueError: a damaged schema whose names are not UTF-8
         cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) \
             else exc
         text = str(getattr(cause, "orig", None) or cause)
@@ -352,7 +353,7 @@ def _holds_no_study(db: Path) -> bool:
             return con.execute("SELECT count(*) FROM studies").fetchone()[0] == 0
         finally:
             con.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, ValueError):  # damaged (ValueError: a name that is not UTF-8)
         return False
 
 

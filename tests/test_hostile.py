@@ -901,9 +901,13 @@ def _checkpointed(db: Path) -> bytes:
 
 def _damage_database(db: Path, style: str) -> bytes:
     data = bytearray(_checkpointed(db))
-    if style == "bytes on the schema page":
-        at = data.index(b"CREATE TABLE")
-        data[at + 13:at + 21] = b"\xff\xfe\xfd\xfc\xc3\x28\xa0\xa1"
+    if style == "bytes on the schema page":  # a table's name, not UTF-8, and its SQL broken:
+        import re  # SQLite's "malformed database schema (<name>)" cannot be decoded
+
+        name = re.search(rb"table(studies)studies", data).span(1)
+        data[name[0]:name[1]] = b"\xff\xfe\xfd\xfc\xfb\xfa\xf9"
+        at = data.index(b"CREATE TABLE studies")
+        data[at:at + 12] = b"CREATE TABLX"
     elif style == "bytes inside the stored fingerprint":
         key = data.index(b"fingerprint")
         at = data.index(b'{"', key)
@@ -1006,10 +1010,11 @@ def test_a_damaged_snapshot_on_a_fresh_vm_is_kept_aside_and_a_new_study_starts(
         assert path.read_bytes() == data, path
 
 
-def test_status_on_a_database_with_a_damaged_fingerprint_is_one_line(project) -> None:
+@pytest.mark.parametrize("style", ["bytes on the schema page",
+                                   "bytes inside the stored fingerprint"])
+def test_status_on_a_damaged_database_is_one_line(project, style) -> None:
     _sweep(project)
-    _damage_database(project.output_dir / "tiny" / "study.db",
-                     "bytes inside the stored fingerprint")
+    _damage_database(project.output_dir / "tiny" / "study.db", style)
     res = _cli(project, "status", "--config", str(project.hpo), "--output-dir",
                str(project.output_dir))
     _one_line_error(res, r"cannot read the study database .*study\.db: .*Fix: run the sweep")

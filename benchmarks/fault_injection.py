@@ -9,8 +9,13 @@ Every ``--fresh-vm-every`` kills the working folder is deleted as if the VM were
 sweep is resumed until the study is complete, and compared with an uninterrupted run of the
 same seed. One JSON line goes to stdout; ``--check`` exits 1 when an invariant fails.
 
+With ``--readers``, readers hammer the study during the kills: ``status`` (as the CLI and the
+panel read it), ``optuna.load_study`` on the live file (as a user types it, with a writable
+storage that creates missing tables) and optuna-dashboard (HTTP requests against its API). The
+JSON line reports their calls and errors (goal: 0 errors, and no sweep crash).
+
     python benchmarks/fault_injection.py --kills 5
-    python benchmarks/fault_injection.py --kills 30 --seed 3 --check
+    python benchmarks/fault_injection.py --kills 30 --seed 3 --readers --check
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(REPO))
 from _project import scratch_config  # noqa: E402 - a sibling module of this script
 
 DRIVE = ("content", "drive", "MyDrive")
@@ -100,9 +108,11 @@ def _run(root: Path, hpo: Path, kill_at: str | None, delay: float | None) -> tup
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
+    from hpo_helpers.snapshot import read_only_uri
+
     if not db.exists():
         return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = sqlite3.connect(read_only_uri(db), uri=True)
     try:
         return con.execute(sql).fetchall()
     except sqlite3.Error:
@@ -161,6 +171,105 @@ def _mlflow_consistency(db: Path, n_complete: int) -> dict:
             "ok": len(parents) == 1 and len(finished_complete) == n_complete}
 
 
+class Readers:
+    """Threads that read the study while the sweep is killed and resumed (``--readers``).
+
+    Each kind records its calls and errors. :meth:`paused` stops them (and the dashboard)
+    while the harness deletes the working folder, as a VM that is gone takes its readers along.
+    """
+
+    KINDS = ("status", "load_study", "dashboard")
+
+    def __init__(self, root: Path, hpo: Path, working_db: Path, interval: float = 0.3) -> None:
+        from hpo_helpers import load_configs
+        from hpo_helpers.runtime import detect
+
+        self.cfg = load_configs(hpo.parent.parent, hpo)
+        self.runtime = detect(_env(root, None), root=root)
+        self.working_db = working_db
+        self.interval = interval
+        self.calls = dict.fromkeys(self.KINDS, 0)
+        self.errors: dict[str, list[str]] = {k: [] for k in self.KINDS}
+        self.locks = {k: threading.Lock() for k in self.KINDS}
+        self.stop = threading.Event()
+        self.dashboard = None
+        self.threads = [threading.Thread(target=self._loop, args=(k,), daemon=True)
+                        for k in self.KINDS]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self, kind: str) -> None:
+        while not self.stop.wait(self.interval):
+            with self.locks[kind]:
+                if self.stop.is_set():
+                    return
+                try:
+                    if getattr(self, f"_{kind}")():
+                        self.calls[kind] += 1
+                except Exception as exc:  # noqa: BLE001 - every reader failure is counted
+                    self.calls[kind] += 1
+                    from hpo_helpers.redaction import mask
+
+                    self.errors[kind].append(mask(f"{type(exc).__name__}: {exc}")[:300])
+
+    def _status(self) -> bool:
+        from hpo_helpers.sweep import status
+
+        status(self.cfg, runtime=self.runtime)
+        return True
+
+    def _load_study(self) -> bool:
+        import optuna
+
+        if not self.working_db.exists():
+            return False
+        try:
+            study = optuna.load_study(study_name="hpo_tiny",
+                                      storage=f"sqlite:///{self.working_db}")
+        except KeyError:
+            return True  # not created yet: what a user sees in the first seconds
+        study.get_trials(deepcopy=False)
+        return True
+
+    def _dashboard(self) -> bool:
+        from hpo_helpers.dashboard import start_dashboard
+
+        if self.dashboard is None:
+            if not _query(self.working_db, "SELECT 1 FROM studies"):
+                return False  # no study yet: the dashboard would have nothing to show
+            self.dashboard = start_dashboard(self.working_db, wait_s=120)
+        with urllib.request.urlopen(f"{self.dashboard.url}/api/studies", timeout=30) as r:
+            studies = json.loads(r.read())["study_summaries"]
+        for st in studies:
+            with urllib.request.urlopen(f"{self.dashboard.url}/api/studies/"
+                                        f"{st['study_id']}?after=0", timeout=30) as r:
+                json.loads(r.read())
+        return True
+
+    def _stop_dashboard(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
+
+    def pause(self) -> None:
+        for lock in self.locks.values():
+            lock.acquire()
+        self._stop_dashboard()
+
+    def resume(self) -> None:
+        for lock in self.locks.values():
+            lock.release()
+
+    def close(self) -> dict:
+        self.stop.set()
+        for t in self.threads:
+            t.join(120)
+        self._stop_dashboard()
+        return {"calls": self.calls, "errors": sum(len(e) for e in self.errors.values()),
+                "errors_by_kind": {k: len(v) for k, v in self.errors.items()},
+                "error_samples": [e for v in self.errors.values() for e in v][:5]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=5)
@@ -173,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every-steps", type=int, default=4)
     p.add_argument("--check", action="store_true", help="exit 1 when an invariant fails")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--readers", action="store_true",
+                   help="status, load_study and optuna-dashboard read the study during the "
+                   "kills; their errors are reported (goal 0)")
     p.add_argument("--results", action="store_true",
                    help="also write the figures into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
@@ -202,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         interval = args.checkpoint_every_steps
         total_wall = 0.0
         runs = 0
+        readers = Readers(root, hpo, working_db) if args.readers else None
+        sweep_crashes: list[str] = []
         while True:
             done = len(_complete(working_db if working_db.exists() else durable_db)) >= \
                 args.max_trials
@@ -227,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
                 retries[retry] = (parent, step)
                 trained_in.setdefault(retry, runs)
             if rc != -signal.SIGKILL:
+                if rc != 0 and readers is not None:
+                    sweep_crashes.append(out[-2000:])  # counted; the next run resumes
+                    if len(sweep_crashes) > 3:
+                        raise SystemExit(f"sweep exited {rc} again:\n{out[-3000:]}")
+                    continue
                 if rc != 0:
                     raise SystemExit(f"sweep exited {rc}:\n{out[-3000:]}")
                 if kill_at is None and delay is None:
@@ -237,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
             if fresh:
                 report["fresh_vm_kills"] += 1
                 fresh_after.add(runs)
+                if readers is not None:
+                    readers.pause()
                 shutil.rmtree(root / "content" / "resume-ner", ignore_errors=True)
+                if readers is not None:
+                    readers.resume()
             # What the next session resumes from: Drive after a fresh VM, else local disk.
             truth = durable_db if fresh or not working_db.exists() else working_db
             # Durably complete: in the Drive copy. A trial told to the study but not yet
@@ -247,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kill {report['kills']}: {kill_at or f'timer {delay:.1f}s'}"
                   f"{' + fresh VM' if fresh else ''}; {len(seen_complete)} COMPLETE so far",
                   file=sys.stderr)
+        if readers is not None:
+            report["readers"] = readers.close()
+            report["sweep_crashes"] = len(sweep_crashes)
+            report["sweep_crash_samples"] = [c[-500:] for c in sweep_crashes[:2]]
         redone = []
         for retry, (parent, resumed) in sorted(retries.items()):
             if parent not in reached or retry not in trained_in:
@@ -291,14 +418,17 @@ def main(argv: list[str] | None = None) -> int:
               and report["completed_trials"] == args.max_trials
               and report["max_redone_fraction_local"] <= 1.0
               and report["database_integrity"] == "ok"
-              and report["durable_snapshot_integrity"] == "ok" and mlflow["ok"])
+              and report["durable_snapshot_integrity"] == "ok" and mlflow["ok"]
+              and (readers is None or (report["readers"]["errors"] == 0
+                                       and report["sweep_crashes"] == 0)))
         report["ok"] = ok
         print(json.dumps(report, sort_keys=True))
         if args.results:
             sys.path.insert(0, str(Path(__file__).parent))
             from _results import record
 
-            record(f"fault_injection ({args.kills} kills)", report,
+            record(f"fault_injection ({args.kills} kills"
+                   f"{', readers' if args.readers else ''})", report,
                    notes="tiny backbone on a simulated Colab layout; redone work is measured "
                    "per interrupted attempt that had trained; local = same VM, fresh VM = "
                    "working folder deleted after the kill")

@@ -93,7 +93,14 @@ def _not_available(name: str, source: str, exc: Exception) -> BackboneError:
 
 
 def _tiny_tokenizer(texts: Iterable[str], cache_dir: Path) -> Any:
-    """A lowercase WordPiece tokenizer trained on ``texts``, cached under ``cache_dir``."""
+    """A lowercase WordPiece tokenizer trained on ``texts``, cached under ``cache_dir``.
+
+    Training is not repeatable (two runs on the same texts give different ids), and a
+    checkpoint only fits the vocabulary it was trained with, so the cache is written once and
+    never replaced: the file is linked into place only when missing, and every process uses
+    what is on disk, the first writer's vocabulary (issue 11, finding 9: a second ``run`` that
+    is refused at the study lock must not swap the running sweep's vocabulary).
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -113,12 +120,20 @@ def _tiny_tokenizer(texts: Iterable[str], cache_dir: Path) -> Any:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tok.save(str(tmp))
-            os.replace(tmp, path)  # the same tokenizer for every process of this study
+            try:
+                os.link(tmp, path)  # atomic, and fails when another process got there first
+            except FileExistsError:
+                logger.info("Tokenizer cache %s was written by another process; using it", path)
+                tok = Tokenizer.from_file(str(path))
+            except OSError:  # no hard links here (some FUSE mounts): replace only when missing
+                if not path.exists():
+                    os.replace(tmp, path)
         except Exception as exc:  # noqa: BLE001 - full/read-only Drive (tokenizers raises
-            # a plain Exception for an OS error): trained again next time (#14)
+            # a plain Exception for an OS error): nothing cached, this session trains its own (#14)
+            logger.warning("Could not cache the tiny tokenizer in %s (%s); this session uses "
+                           "an uncached one", cache_dir, exc)
+        finally:
             tmp.unlink(missing_ok=True)
-            logger.warning("Could not cache the tiny tokenizer in %s (%s); it is trained "
-                           "again next session (same data, same vocabulary)", cache_dir, exc)
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 

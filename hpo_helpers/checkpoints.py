@@ -4,6 +4,13 @@ A checkpoint is written into ``checkpoint-<step>.tmp-<pid>``, flushed to disk, g
 last and renamed to ``checkpoint-<step>``; a folder without the marker is never used.
 "Latest" is the highest step number, never the newest file time. Older checkpoints are removed
 only once a newer one is complete, so a kill at any moment leaves one usable checkpoint.
+
+The marker holds the SHA-256 of the weights and the training state, verified at load (issue
+11, finding 6); the JSON state is checked by parsing it and its keys. A truncated, zeroed or
+altered file, bad JSON or a pickle that ``torch.load(weights_only=True)`` refuses makes the
+checkpoint unreadable: :func:`load_latest` sets it aside (never deletes it) and falls back to
+the previous good checkpoint or to epoch 0. Checkpoints written before checksums (marker text
+``<step>``) still load and are logged once as unverified.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .durable import prune_leftovers, set_aside, write_folder
+from .durable import prune_leftovers, set_aside, sha256, write_folder
 from .errors import CheckpointError
 from .layout import checkpoint_name, checkpoint_step
 
@@ -23,6 +30,7 @@ __all__ = [
     "STATE_FILE",
     "TRAINING_FILE",
     "latest_checkpoint",
+    "load_latest",
     "prune_older",
     "quarantine",
     "read_state",
@@ -38,6 +46,12 @@ MODEL_FILE = "model.pt"
 TRAINING_FILE = "training_state.pt"  # optimizer, scheduler, RNG
 STATE_FILE = "trainer_state.json"  # epoch, step, history, best, params
 MARKER = "COMPLETE"
+# The JSON is checked by parsing and its keys (an edited one still meets the params check).
+_CHECKSUMMED = (MODEL_FILE, TRAINING_FILE)
+_STATE_KEYS = {"epoch", "step_in_epoch", "history", "best_f1", "global_step", "epoch_loss_sum",
+               "epoch_loss_n"}
+_TRAINING_KEYS = {"optimizer", "scheduler", "rng"}
+_unverified_logged: set[Path] = set()
 
 
 def quarantine(checkpoint: Path, why: str) -> Path:
@@ -60,8 +74,12 @@ def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_
         torch.save(training_state, tmp / TRAINING_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
 
+    def marker_text(tmp: Path) -> str:
+        sums = {name: sha256(tmp / name) for name in _CHECKSUMMED}
+        return json.dumps({"step": step, "sha256": sums}, sort_keys=True) + "\n"
+
     final = write_folder(trial_dir / checkpoint_name(step), fill, marker=MARKER,
-                         marker_text=f"{step}\n", before_marker="checkpoint_write")
+                         marker_text=marker_text, before_marker="checkpoint_write")
     prune_older(trial_dir, final)
     # The full path once per trial folder, then only the checkpoint's name (#14: less noise).
     where = final.name if trial_dir in _ANNOUNCED else str(final)
@@ -110,14 +128,55 @@ def resume_checkpoint(trial_dir: Path) -> Path | None:
     return latest_checkpoint(trial_dir)
 
 
+def _verify(checkpoint: Path) -> None:
+    """Compare each file with the checksum in the marker; a marker without one is logged once."""
+    text = (checkpoint / MARKER).read_text()
+    if not text.lstrip().startswith("{"):  # written before checksums: still loads
+        if checkpoint not in _unverified_logged:
+            _unverified_logged.add(checkpoint)
+            logger.warning("Checkpoint %s has no checksums (written by an older version): "
+                           "loaded unverified", checkpoint)
+        return
+    sums = json.loads(text)["sha256"]
+    for name in _CHECKSUMMED:
+        if sha256(checkpoint / name) != sums[name]:
+            raise ValueError(f"{name} does not match its checksum (damaged)")
+
+
 def read_state(checkpoint: Path) -> tuple[dict, dict, dict]:
-    """``(model_state, training_state, state)`` of a complete checkpoint."""
+    """``(model_state, training_state, state)`` of a complete checkpoint, checksums verified.
+
+    Any damage (missing or altered file, bad JSON, a pickle with code in it) is one
+    :class:`CheckpointError`; ``weights_only=True`` never runs code from a file."""
     import torch
 
     try:
+        _verify(checkpoint)
         state = json.loads((checkpoint / STATE_FILE).read_text())
         model_state = torch.load(checkpoint / MODEL_FILE, map_location="cpu", weights_only=True)
         training = torch.load(checkpoint / TRAINING_FILE, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"checkpoint {checkpoint} cannot be read ({exc}).") from None
+        if not (isinstance(state, dict) and isinstance(model_state, dict)
+                and isinstance(training, dict)) or _STATE_KEYS - set(state) \
+                or _TRAINING_KEYS - set(training):
+            raise ValueError("files present but not a checkpoint of this version")
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds on damaged files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {checkpoint} cannot be read ({first}).") from None
     return model_state, training, state
+
+
+def load_latest(trial_dir: Path) -> tuple[Path, tuple[dict, dict, dict]] | None:
+    """The newest readable checkpoint of ``trial_dir`` and its contents, or None (epoch 0).
+
+    Incomplete and unreadable checkpoints are set aside beside the trial folder (never
+    deleted); the previous complete one is tried next."""
+    checkpoint = resume_checkpoint(trial_dir)
+    while checkpoint is not None:
+        try:
+            return checkpoint, read_state(checkpoint)
+        except CheckpointError as exc:
+            moved = quarantine(checkpoint, "unreadable")
+            logger.error("%s Set aside as %s; the previous checkpoint (or epoch 0) is used.",
+                         exc, moved.name)
+        checkpoint = latest_checkpoint(trial_dir)
+    return None

@@ -1,7 +1,11 @@
 """Command line: ``python -m hpo_helpers run|status|make-demo-data``.
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
-traceback instead. An interrupted sweep exits 130 after saving its state.
+traceback instead. That includes file-system refusals (an output folder that is a file or
+read-only) and unreachable databases. An interrupted sweep exits 130 after saving its state and
+printing the command that resumes it, with every flag that matters (a storage URL only as
+``"$HPO_STORAGE_URL"``: no secret is ever printed). Every log line and printed line goes through
+:func:`~hpo_helpers.redaction.mask`.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import HpoHelpersError
+from .redaction import mask, mask_log_handlers, register_url_secret
 
 __all__ = ["main"]
 
@@ -77,10 +85,56 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns sweep.Configs
     return cfg
 
 
+def _check_output_dir(value: str | None) -> None:
+    """Refuse, in one line, an output folder that cannot hold a study (issue 11, finding 11)."""
+    if value is None:
+        return
+    shown = ascii(value)[1:-1]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HpoHelpersError(f"--output-dir {shown!r} is not valid UTF-8 (SQLite and MLflow "
+                              "need UTF-8 paths). Fix: rename the folder or pick another.") \
+            from None
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise HpoHelpersError(f"--output-dir {shown!r} is a file, not a folder. Fix: pass a "
+                              "folder (it is created when missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HpoHelpersError(f"--output-dir {shown!r} is not writable ({exc.strerror}). Fix: "
+                              "pass a folder you can write to.") from None
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The shell command that resumes this run: every flag that selects the study, its data,
+    its budget and its tracking. A storage URL appears only as ``"$HPO_STORAGE_URL"``."""
+    parts = ["python", "-m", "hpo_helpers", "run", "--config", args.config]
+    for flag, value in (("--config-dir", args.config_dir), ("--backbone", args.backbone),
+                        ("--output-dir", args.output_dir), ("--dataset", args.dataset),
+                        ("--max-trials", args.max_trials),
+                        ("--mlflow-experiment", args.mlflow_experiment)):
+        if value is not None:
+            parts += [flag, str(value)]
+    cmd = shlex.join(parts)
+    if args.tracking_uri:
+        cmd += " --tracking-uri " + (shlex.quote(args.tracking_uri)
+                                     if mask(args.tracking_uri) == args.tracking_uri
+                                     else '"$MLFLOW_TRACKING_URI"')
+    if args.storage_url or os.environ.get("HPO_STORAGE_URL"):
+        cmd += ' --storage-url "$HPO_STORAGE_URL"'
+    return mask(cmd)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     cfg = _load(args)
+    _check_output_dir(args.output_dir)
     tracking = None
     if args.mlflow_experiment:
         from .mlflow_setup import setup_mlflow_from_config
@@ -99,11 +153,11 @@ def _run(args: argparse.Namespace) -> int:
     if counts["COMPLETE"]:
         print(f"best F1: {study.best_value:.4f} (trial {study.best_trial.number}) "
               f"params: {json.dumps(study.best_params, sort_keys=True)}")
-    print(f"checkpoint: {outcome.checkpoint_path or 'disabled (in-memory study)'}")
+    print(mask(f"checkpoint: {outcome.checkpoint_path or 'disabled (in-memory study)'}"))
     if outcome.interrupted:
-        print(f"{outcome.stop_reason}: python -m hpo_helpers run --config {args.config}"
-              + (f" --backbone {args.backbone}" if args.backbone else "")
-              + (f" --output-dir {args.output_dir}" if args.output_dir else ""))
+        print(mask(f"{outcome.stop_reason}: {resume_command(args)}"))
+        if "$HPO_STORAGE_URL" in resume_command(args):
+            print("(with HPO_STORAGE_URL set to the study's database URL, as for this run)")
         return 130
     return 0
 
@@ -114,12 +168,13 @@ def _status(args: argparse.Namespace) -> int:
     info = status(_load(args), backbone=args.backbone, output_dir=args.output_dir,
                   storage_url=args.storage_url)
     if args.json:
-        print(json.dumps(info, sort_keys=True, default=str))
+        print(mask(json.dumps(info, sort_keys=True, default=str)))
         return 0
     if not info["exists"]:
-        print(f"No study {info['study_name']} at {info['checkpoint_path']}: a run starts it.")
+        print(mask(f"No study {info['study_name']} at {info['checkpoint_path']}: a run starts "
+                   "it."))
         return 0
-    print(f"study {info['study_name']} at {info['checkpoint_path']}")
+    print(mask(f"study {info['study_name']} at {info['checkpoint_path']}"))
     print(f"  COMPLETE {info['n_complete']}/{info['max_trials']}  RUNNING {info['n_running']}  "
           f"PRUNED {info['n_pruned']}  FAIL {info['n_failed']} (interrupted "
           f"{info['n_interrupted']})  WAITING {info['n_waiting']}")
@@ -162,11 +217,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secrets_known(args: argparse.Namespace) -> None:
+    """Register the URL passwords in play, so they are masked wherever they turn up."""
+    if getattr(args, "storage_url", None) == "":
+        raise HpoHelpersError("--storage-url is empty (is HPO_STORAGE_URL set in this shell?). "
+                              "Fix: export HPO_STORAGE_URL='postgresql+psycopg://...' or drop "
+                              "the flag for a local study.")
+    for url in (getattr(args, "storage_url", None), getattr(args, "tracking_uri", None),
+                os.environ.get("HPO_STORAGE_URL"), os.environ.get("MLFLOW_TRACKING_URI")):
+        register_url_secret(url)
+
+
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 path must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
+    mask_log_handlers()
     if not args.debug:
         logging.getLogger("hpo_helpers").setLevel(logging.INFO)
         for noisy in ("httpx", "urllib3", "filelock"):
@@ -174,9 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
                "make-demo-data": _demo}[args.command]
     try:
+        _secrets_known(args)
         return handler(args)
-    except HpoHelpersError as exc:
+    except (HpoHelpersError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(_one_line(exc))}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, HpoHelpersError):
+        return str(exc)
+    # OSError: what the file system refused (a read-only or full disk, a file in the way)
+    where = f" {ascii(exc.filename)[1:-1]!r}" if getattr(exc, "filename", None) else ""
+    return (f"cannot write or read{where}: {exc.strerror or exc}. Fix: check that the folder "
+            "exists, is a folder and is writable (and that the disk has room).")

@@ -165,6 +165,8 @@ class DataConfig:
     split_seed: int = 13
     max_train_documents: int | None = field(default=None, metadata=_rule(low=1))
     max_eval_documents: int | None = field(default=None, metadata=_rule(low=1))
+    #: longer documents are dropped and counted (a 50 MB resume is an accident, not data)
+    max_document_chars: int = field(default=200_000, metadata=_rule(low=1))
     entity_types: tuple[str, ...] = ()
     label_map: Mapping[str, str] = field(default_factory=dict)
 

@@ -12,6 +12,11 @@ Character spans are cleaned the same way for both JSON formats: offsets that do 
 quoted text are realigned to the nearest occurrence or dropped, surrounding whitespace is trimmed,
 overlaps are resolved deterministically (longer span wins, then the earlier one), and raw labels
 are mapped onto the canonical entity types. Every repair is counted and reported, never silent.
+
+Hostile input is refused or contained (issue 11): a document longer than ``max_document_chars``
+(data config, default 200,000 characters) is dropped and counted before it is split into words,
+a file with nothing left is an error, and JSON nested too deeply is a :class:`DataError`, not a
+``RecursionError``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ _SPLIT_NAMES = {
     "validation": ("validation", "val", "dev", "valid"),
     "test": ("test",),
 }
+_TOO_DEEP = ("JSON nested too deeply to be a dataset. Fix: documents are flat objects; check "
+             "that this is the right file.")
 _SUFFIXES = (".json", ".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
 
 
@@ -76,6 +83,7 @@ class DataReport:
     overlaps_resolved: int = 0
     repaired_tags: int = 0
     empty_labels: int = 0
+    oversized: int = 0
     unmapped: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
@@ -86,7 +94,8 @@ class DataReport:
                         ("dropped (offsets match no text)", self.dropped_offsets),
                         ("resolved overlaps, dropping", self.overlaps_resolved),
                         ("repaired IOB tags", self.repaired_tags),
-                        ("dropped spans with an empty label", self.empty_labels)):
+                        ("dropped spans with an empty label", self.empty_labels),
+                        ("dropped documents over max_document_chars", self.oversized)):
             if n:
                 parts.append(f"{name} {n}")
         if self.unmapped:
@@ -97,7 +106,7 @@ class DataReport:
     @property
     def lossy(self) -> bool:
         return bool(self.dropped_offsets or self.overlaps_resolved or self.empty_labels
-                    or self.unmapped)
+                    or self.unmapped or self.oversized)
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,7 @@ def detect_format(path: Path, text: str) -> str:
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("-DOCSTART-"):
             continue
-        cols = line.split()
+        cols = line.rsplit(None, 1)  # not split(): a 50 MB line must not become 8M strings
         if len(cols) < 2 or not _TAG.match(cols[-1]):
             raise DataError(
                 f"{path}:{lineno}: {line[:60]!r} fits none of the formats (JSON list of "
@@ -234,12 +243,21 @@ def detect_format(path: Path, text: str) -> str:
     raise DataError(f"{path}: holds no documents.")
 
 
+def _oversized(text: str, cfg: DataConfig, report: DataReport) -> bool:
+    if len(text) > cfg.max_document_chars:
+        report.oversized += 1
+        return True
+    return False
+
+
 def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno}). "
                         "Fix the file there.") from None
+    except RecursionError:
+        raise DataError(f"{path}: {_TOO_DEEP}") from None
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of documents, got {type(items).__name__}.")
     docs = []
@@ -248,6 +266,8 @@ def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> li
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
             raise DataError(f"{where}: expected an object with a string 'text'. Fix: each item "
                             "is {\"text\": ..., \"annotations\": [[start, end, LABEL], ...]}.")
+        if _oversized(item["text"], cfg, report):
+            continue
         anns = item.get("annotations", [])
         if not isinstance(anns, list):
             raise DataError(f"{where}: 'annotations' must be a list of [start, end, LABEL].")
@@ -279,9 +299,13 @@ def _read_dataturks(path: Path, text: str, cfg: DataConfig, report: DataReport) 
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: invalid JSON line ({exc.msg}). Fix: DataTurks "
                             "JSONL has one JSON object per line.") from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: {_TOO_DEEP}") from None
         if not isinstance(item, dict) or not isinstance(item.get("content"), str):
             raise DataError(f"{path}:{lineno}: expected an object with a string 'content' "
                             "(DataTurks JSONL).")
+        if _oversized(item["content"], cfg, report):
+            continue
         raw = []
         for ann in item.get("annotation") or []:
             if not isinstance(ann, dict):
@@ -309,8 +333,15 @@ def _read_conll(path: Path, text: str, cfg: DataConfig, report: DataReport) -> l
     docs: list[Document] = []
     words: list[str] = []
     tags: list[str] = []
+    chars = 0  # characters of the current document, as a JSON text would count them
 
     def flush() -> None:
+        nonlocal chars
+        if chars > cfg.max_document_chars:
+            report.oversized += 1
+            words.clear()
+            tags.clear()
+        chars = 0
         if words:
             report.documents += 1
             report.entities += sum(t.startswith("B-") for t in tags)
@@ -324,6 +355,11 @@ def _read_conll(path: Path, text: str, cfg: DataConfig, report: DataReport) -> l
             continue
         if not line.strip():
             flush()
+            continue
+        chars += len(line)
+        if chars > cfg.max_document_chars:  # dropped at the next blank line; skip its words
+            words.clear()
+            tags.clear()
             continue
         cols = line.split()
         if len(cols) < 2 or not _TAG.match(cols[-1]):
@@ -365,6 +401,11 @@ def read_file(path: Path | str, cfg: DataConfig) -> tuple[list[Document], DataRe
     fmt = detect_format(p, text) if cfg.format == "auto" else cfg.format
     report = DataReport(file=str(p), format=fmt)
     docs = _READERS[fmt](p, text, cfg, report)
+    if not docs and report.oversized:
+        raise DataError(f"{p}: all {report.oversized} documents are longer than "
+                        f"max_document_chars = {cfg.max_document_chars} characters, so none "
+                        f"is left. Fix: raise max_document_chars in {cfg.source} or split the "
+                        "documents.")
     if not docs:
         raise DataError(f"{p}: holds no documents.")
     (logger.warning if report.lossy else logger.info)("%s", report.summary())
@@ -431,6 +472,8 @@ def load_dataset(path: Path | str, cfg: DataConfig) -> Dataset:
         "fractions": [cfg.validation_fraction, cfg.test_fraction], "seed": cfg.split_seed,
         "limits": [cfg.max_train_documents, cfg.max_eval_documents], "format": cfg.format,
     }
+    if cfg.max_document_chars != DataConfig.max_document_chars:  # the default keeps old
+        config_part["max_document_chars"] = cfg.max_document_chars  # studies resumable
     digest.update(json.dumps(config_part, sort_keys=True, default=list).encode())
     return Dataset(tuple(train), tuple(val), tuple(test), cfg.entity_types,
                    digest.hexdigest()[:16], tuple(reports))

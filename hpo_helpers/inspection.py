@@ -69,14 +69,14 @@ def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
     import optuna
 
     from .redaction import mask
-    from .snapshot import readable
-    from .study import sqlite_storage
+    from .study import reader_storage
 
     studies = []
     for f in files:
         try:
-            storage = optuna.storages.RDBStorage(str(f)) if "://" in str(f) else sqlite_storage(
-                readable(Path(f)))
+            storage = reader_storage(f)  # read-only, never creates tables
+            if storage is None:
+                continue
             for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
                 studies.append(optuna.load_study(study_name=summary.study_name,
                                                  storage=storage))

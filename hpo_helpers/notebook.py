@@ -178,6 +178,9 @@ def _kernel_allows_stdin() -> bool | None:
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S", stream=sys.stdout, force=True)
+    from .redaction import mask_log_handlers
+
+    mask_log_handlers()  # no password in a saved notebook's output (issue 11)
 
 
 def setup(namespace: Mapping[str, Any], notebook: str, *, install: bool = True,

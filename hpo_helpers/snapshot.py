@@ -7,10 +7,12 @@ durable copy, checked, and moved into place with ``os.replace``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from .durable import copy_bytes, set_aside, sha256
@@ -21,6 +23,7 @@ __all__ = [
     "readable",
     "enable_wal",
     "fetch",
+    "read_only_uri",
     "restore_if_missing",
     "set_aside",
     "snapshot",
@@ -31,8 +34,19 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 30.0
 
 
+def read_only_uri(path: Path | str) -> str:
+    """A SQLite URI that opens ``path`` read-only, whatever it holds (``?``, ``#``, ``%``):
+    built by quoting the path's bytes, never by pasting it into a URI (issue 11, finding 5)."""
+    return "file:" + urllib.parse.quote(os.fsencode(Path(path).absolute())) + "?mode=ro"
+
+
 def check_database(path: Path) -> str | None:
-    """None when ``path`` is a healthy SQLite database, else what is wrong with it."""
+    """None when ``path`` is a healthy SQLite database, else what is wrong with it.
+
+    Beyond ``quick_check``, the study-level attributes (fingerprint, creation time) must be
+    valid JSON: damage there passes SQLite's check but breaks Optuna (issue 11, finding 7).
+    Text is decoded leniently, so bytes on the schema page are a finding, not a crash.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -43,15 +57,36 @@ def check_database(path: Path) -> str | None:
         if fh.read(16) != b"SQLite format 3\x00":
             return "not an SQLite database (bad header)"
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        con = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
+        con.text_factory = lambda raw: raw.decode("utf-8", "replace")
         try:
             row = con.execute("PRAGMA quick_check").fetchone()
+            if row and row[0] == "ok":
+                bad = _bad_study_attribute(con)
+                if bad:
+                    return bad
         finally:
             con.close()
-    except sqlite3.DatabaseError as exc:
-        return f"unreadable ({exc})"
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        return f"unreadable ({str(exc)[:200]})"
     if not row or row[0] != "ok":
-        return f"integrity check failed ({row[0] if row else 'no answer'})"
+        return f"integrity check failed ({(row[0] if row else 'no answer')[:200]})"
+    return None
+
+
+def _bad_study_attribute(con: sqlite3.Connection) -> str | None:
+    for table in ("study_user_attributes", "study_system_attributes"):
+        try:
+            rows = con.execute(f"SELECT key, value_json FROM {table}").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                continue  # a database without a study schema yet
+            raise
+        for key, value in rows:
+            try:
+                json.loads(value)
+            except (TypeError, ValueError):
+                return f"damaged study attribute {key[:40]!r} in {table}"
     return None
 
 

@@ -23,9 +23,11 @@ __all__ = ["plan", "status", "storage_url_for", "study_paths"]
 def storage_url_for(hpo: HpoConfig, override: str | None = None) -> str | None:
     """The shared storage URL: CLI/API ``override``, else ``HPO_STORAGE_URL``, else config."""
     from .config import check_storage_url
+    from .redaction import register_url_secret
     from .runtime import environ
 
     url = override or environ().get("HPO_STORAGE_URL") or hpo.storage_url
+    register_url_secret(url)  # masked wherever it turns up from now on (issue 11)
     return check_storage_url(hpo.source, url) if url else None
 
 
@@ -68,8 +70,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     resolving again when the caller has them.
     """
     import optuna
+    import sqlalchemy.exc
 
-    from .study import sqlite_storage
+    from .study import reader_storage, unreadable_database
 
     hpo = cfg.hpo
     name_bb = backbone or hpo.backbone
@@ -81,7 +84,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         from .distributed import SharedStudy
 
         out["checkpoint_path"] = mask(url)
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        storage = reader_storage(url)  # read-only: a reader never creates tables (#11)
+        if storage is None:
+            return out
         shared = SharedStudy(storage, name)
     elif not hpo.checkpoint.enabled:
         return out
@@ -90,14 +95,18 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
                                      runtime=runtime)
         out["checkpoint_path"] = str(paths.durable_db)
         db = paths.working_db if paths.working_db.exists() else paths.durable_db
-        if not db.exists():
+        storage = reader_storage(db)
+        if storage is None:
             return out
-        from .snapshot import readable
-
-        storage = sqlite_storage(readable(db))
-    if name not in optuna.get_all_study_names(storage):
-        return out
-    _describe(optuna.load_study(study_name=name, storage=storage), out)
+    try:
+        if name not in optuna.get_all_study_names(storage):
+            return out
+        _describe(optuna.load_study(study_name=name, storage=storage), out)
+    except (ValueError, optuna.exceptions.StorageInternalError,
+            sqlalchemy.exc.SQLAlchemyError) as exc:
+        # damage that passes SQLite's own check (a stored attribute that is not JSON): one
+        # line, and the next run sets the file aside (issue 11, finding 7)
+        raise unreadable_database(url or db, f"{type(exc).__name__}: {exc}") from None
     if shared is not None:
         out["workers"] = shared.workers()
     return out

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import HpoConfig
 from .durable import set_aside
-from .errors import FingerprintMismatchError, StudyLockedError
+from .errors import FingerprintMismatchError, StudyError, StudyLockedError
 from .filelocks import ProcessLock, holder
 from .paths import StudyPaths
 from .schema import (
@@ -42,6 +44,7 @@ from .snapshot import (
     check_database,
     enable_wal,
     fetch,
+    read_only_uri,
     restore_if_missing,
 )
 
@@ -57,12 +60,15 @@ __all__ = [
     "lock_holder",
     "StudyLock",
     "count_states",
+    "create_database",
     "fingerprint",
     "open_shared_study",
     "open_study",
+    "reader_storage",
     "recover_interrupted",
     "requeue",
     "sqlite_storage",
+    "unreadable_database",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,14 +170,106 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown"
 
 
-def sqlite_storage(db: Path) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage on ``db`` with a busy timeout (WAL is set on the file)."""
-    import optuna
+def sqlite_storage(db: Path, *, read_only: bool = False) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage on ``db`` with a busy timeout (WAL is set on the file).
 
-    return optuna.storages.RDBStorage(
-        url=f"sqlite:///{db}",
-        engine_kwargs={"connect_args": {"timeout": BUSY_TIMEOUT_S}},
-    )
+    Connections come from ``sqlite3.connect`` on the path itself (a creator, not a URL built by
+    concatenation), so ``?``, ``#`` or ``%`` in a folder name cannot send the study elsewhere
+    (issue 11, finding 5). ``read_only`` (status, panel, dashboard) opens the file with
+    ``mode=ro`` and creates no table: a reader never writes. A writer retries when a reader
+    outside our control (``optuna.load_study`` by hand) creates the same tables at the same
+    moment.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    path = Path(db).absolute()
+    if read_only:
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S,
+                                   check_same_thread=False)
+    else:
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    url = "sqlite:///" + urllib.parse.quote(os.fsencode(path))
+
+    def storage() -> Any:
+        return optuna.storages.RDBStorage(url=url, engine_kwargs={"creator": connect},
+                                          skip_table_creation=read_only)
+
+    for attempt in range(5):
+        try:
+            return storage()
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+            if read_only or not ("already exists" in str(exc) or "UNIQUE constraint" in str(exc)):
+                raise
+            logger.info("Another process is creating the tables of %s; retrying", path)
+            time.sleep(0.2 * (attempt + 1))
+    return storage()
+
+
+def create_database(db: Path) -> None:
+    """Create a new, empty study database at ``db`` with its whole schema, atomically.
+
+    The tables are made in ``<db>.init-<pid>`` and the finished file is renamed into place,
+    so a reader never sees a half-made schema and never races the sweep to create it
+    (issue 11, finding 4). Call it under the study lock.
+    """
+    tmp = db.with_name(f"{db.name}.init-{os.getpid()}")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    storage = sqlite_storage(tmp)
+    storage.engine.dispose()
+    enable_wal(tmp)
+    for suffix in ("-wal", "-shm"):  # orphans of a database that no longer exists
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    os.replace(tmp, db)
+
+
+def reader_storage(target: Path | str) -> Any | None:
+    """A storage for readers (status, panel, dashboard, inspection) that never writes.
+
+    ``target`` is a study.db path or a database URL. SQLite opens read-only; ``None`` means
+    no study database is there yet (missing file, or one whose schema is not finished). A
+    server that cannot be reached or a damaged file is a :class:`StudyError` of one line.
+    """
+    import optuna
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    s = str(target)
+    server = "://" in s and not s.startswith("sqlite")
+    path = Path(s) if "://" not in s else Path(make_url(s).database or "")
+    if not server and not path.is_file():
+        return None
+    try:
+        if server:
+            return optuna.storages.RDBStorage(s, engine_kwargs={"pool_pre_ping": True},
+                                              skip_table_creation=True)
+        from .snapshot import readable  # a Drive file is read from a local copy (#14)
+
+        return sqlite_storage(readable(path), read_only=True)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            ValueError) as exc:  # ValueError: a damaged schema whose names are not UTF-8
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) \
+            else exc
+        text = str(getattr(cause, "orig", None) or cause)
+        if isinstance(cause, sqlalchemy.exc.ProgrammingError) or (
+                not server and isinstance(cause, sqlalchemy.exc.OperationalError)):
+            return None  # no tables yet: nobody has finished creating a study there
+        raise unreadable_database(s if server else path, text) from None
+
+
+def unreadable_database(target: Path | str, problem: str) -> StudyError:
+    """The one-line error of a reader that cannot read the study at ``target`` (path or URL)."""
+    from .redaction import mask
+
+    s = str(target)
+    server = "://" in s and not s.startswith("sqlite")
+    first = mask(problem).strip().splitlines() or ["unreadable"]
+    return StudyError(f"cannot read the study database {mask(s)}: {first[0][:200]}. Fix: "
+                      + ("check that the server runs and the URL (host, port, database)."
+                         if server else "run the sweep, which sets a damaged file aside."))
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
@@ -226,9 +324,28 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     return recovered
 
 
+def _holds_no_study(db: Path) -> bool:
+    """True when ``db`` is a database with Optuna's tables but not a single study."""
+    if not db.is_file():
+        return False
+    try:
+        con = sqlite3.connect(read_only_uri(db), uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            return con.execute("SELECT count(*) FROM studies").fetchone()[0] == 0
+        finally:
+            con.close()
+    except (sqlite3.Error, ValueError):  # damaged (ValueError: a name that is not UTF-8)
+        return False
+
+
 def _prepare_database(paths: StudyPaths) -> None:
     """Bring a healthy database to ``paths.working_db`` (restore, set aside corrupt copies)."""
     working, durable = paths.working_db, paths.durable_db
+    if paths.snapshots_needed and durable.exists() and _holds_no_study(working):
+        # made on a fresh VM by a reader (optuna.load_study by hand) before we restored
+        moved = set_aside(working, "empty")
+        logger.warning("%s holds no study (made by a reader before the restore): renamed to "
+                       "%s; the durable copy is restored", working, moved.name)
     restore_if_missing(working, durable)
     if working.exists():
         problem = check_database(working)
@@ -245,6 +362,8 @@ def _prepare_database(paths: StudyPaths) -> None:
                 logger.error("Study database %s is damaged (%s): renamed to %s; no good "
                              "snapshot exists, so a new study starts (the old file is kept)",
                              working, problem, moved)
+    if not working.exists():
+        create_database(working)
     enable_wal(working)
 
 

@@ -28,8 +28,8 @@ from .backbones import load_backbone
 from .config import Configs, load_configs
 from .data import load_dataset
 from .distributed import fail_stale_trials
-from .durable import DurableWrites
-from .errors import ConfigError, SweepFailedError
+from .durable import DurableWrites, set_aside
+from .errors import CheckpointError, ConfigError, SweepFailedError
 from .events import SweepEvents, SweepOutcome
 from .housekeeping import disk_usage, free_memory, keep_top_k, reconcile, snapshot_all
 from .layout import StudyLayout, backbone_cache, seed_study_files
@@ -213,8 +213,8 @@ class _Sweep:
             self.failures_in_a_row = 0
             return True, ckpt_dir
         except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
-            self._failed(trial, exc, ckpt_dir)
-            return True, ckpt_dir  # a failed trial is not retried: free its disk
+            # a failed trial is not retried: free its disk (a damaged folder is kept aside)
+            return True, self._failed(trial, exc, ckpt_dir)
         if run.result.interrupted:
             self._interrupted(trial, run, ckpt_dir)
             return False, None
@@ -230,11 +230,18 @@ class _Sweep:
                        self.writes)
         return True, ckpt_dir
 
-    def _failed(self, trial: optuna.Trial, exc: Exception, ckpt_dir: Path | None) -> None:
+    def _failed(self, trial: optuna.Trial, exc: Exception,
+                ckpt_dir: Path | None) -> Path | None:
+        """Record a failed trial; returns its folder to drop (None when it was set aside)."""
         from optuna.trial import TrialState
 
+        if isinstance(exc, CheckpointError) and ckpt_dir is not None and ckpt_dir.exists():
+            moved = set_aside(ckpt_dir, "damaged")  # evidence, never deleted (issue 11)
+            logger.error("Trial %d's checkpoint folder is damaged: set aside as %s",
+                         trial.number, moved)
+            ckpt_dir = None
         last_error = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr(ERROR, last_error[:1000])
+        trial.set_user_attr(ERROR, mask(last_error)[:1000])  # no secret in the study
         self.study.tell(trial, state=TrialState.FAIL)
         self._record(trial, "FAIL", None)
         self.failures_in_a_row += 1
@@ -245,6 +252,7 @@ class _Sweep:
                 f"{self.failures_in_a_row} trials failed in a row (max_failed_trials = "
                 f"{self.hpo.max_failed_trials}); last error: {last_error}. Finished "
                 "trials are kept. Fix the cause, then re-run to continue.") from exc
+        return ckpt_dir
 
     def _interrupted(self, trial: optuna.Trial, run: TrialRun, ckpt_dir: Path | None) -> None:
         from optuna.trial import TrialState

@@ -48,6 +48,15 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _storage_type(checkpoint_path: str | None) -> str:
+    """``sqlite`` for a study file, the database kind for a URL (``postgresql``), or None."""
+    if checkpoint_path is None:
+        return "None"
+    if "://" not in checkpoint_path:
+        return "sqlite"
+    return checkpoint_path.split("://", 1)[0].split("+", 1)[0].lower()
+
+
 class SweepTracker:
     """Logs a study's sweep to MLflow; every method is a no-op once tracking is off."""
 
@@ -99,7 +108,7 @@ class SweepTracker:
                 "backbone": backbone, "max_trials": max_trials,
                 "checkpoint_path": checkpoint_path or "None",
                 "checkpoint_enabled": str(checkpoint_path is not None).lower(),
-                "checkpoint_storage_type": "sqlite" if checkpoint_path else "None",
+                "checkpoint_storage_type": _storage_type(checkpoint_path),
                 "study_name": study.study_name, "objective_metric": objective_metric,
                 "resumed_from_checkpoint": str(resumed).lower(),
             }

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import faults
 from .backbones import Backbone
-from .checkpoints import quarantine, read_state, resume_checkpoint, write_checkpoint
+from .checkpoints import load_latest, quarantine, write_checkpoint
 from .config import TrainConfig
 from .data import Document
 from .encoding import IGNORE, Window, merge_predictions
@@ -227,9 +227,9 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
     start_epoch, start_step = 0, 0
     loss_sum, loss_n = 0.0, 0  # running train loss of the current epoch
     torch.manual_seed(seed + 1)  # dropout stream of a fresh trial
-    ckpt = resume_checkpoint(checkpoint_dir) if checkpoint_dir else None
-    if ckpt is not None:
-        model_state, training, state = read_state(ckpt)
+    loaded = load_latest(checkpoint_dir) if checkpoint_dir else None
+    if loaded is not None:
+        ckpt, (model_state, training, state) = loaded
         if not params_match(state.get("params", {}), params):
             moved = quarantine(ckpt, "mismatch")
             raise CheckpointError(

@@ -32,3 +32,18 @@ def test_five_kills_with_fresh_vms_lose_nothing() -> None:
     assert report["database_integrity"] == "ok"
     assert report["durable_snapshot_integrity"] == "ok"
     assert report["mlflow"] == {"parents": 1, "finished_children_of_complete": 4, "ok": True}
+
+
+def test_readers_during_kills_see_no_error_and_break_nothing() -> None:
+    """status, a hand-typed optuna.load_study and optuna-dashboard read throughout (issue 11)."""
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fault_injection.py"),
+                          "--kills", "3", "--fresh-vm-every", "2", "--seed", "2", "--readers",
+                          "--max-trials", "3", "--epochs", "2"],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    readers = report["readers"]
+    assert readers["errors"] == 0, readers["error_samples"]
+    assert all(n > 0 for n in readers["calls"].values()), readers["calls"]
+    assert report["sweep_crashes"] == 0
+    assert report["completed_trials_lost"] == 0 and report["completed_trials"] == 3

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run or resume a sweep")
     _common(run)
     run.add_argument("--dataset", help="dataset file or folder (default: data config path)")
+    for split in ("train", "validation", "test"):
+        run.add_argument(f"--{split}", help=f"{split} file (default: data config, else split "
+                         "off the training data)")
     run.add_argument("--max-trials", type=int, help="COMPLETE trials to reach (overrides config)")
     run.add_argument("--mlflow-experiment", help="track the sweep in this MLflow experiment")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: config/mlflow.yaml, "
@@ -89,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
                                             tracking_uri=args.tracking_uri)
     outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
                         output_dir=args.output_dir, tracking=tracking,
-                        storage_url=args.storage_url)
+                        storage_url=args.storage_url,
+                        split_files={k: getattr(args, k) for k in ("train", "validation", "test")})
     study = outcome.study
     from .study import count_states
 
@@ -126,6 +130,10 @@ def _status(args: argparse.Namespace) -> int:
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
+    for split, d in (info.get("data") or {}).get("splits", {}).items():
+        print(f"  {split}: {d['documents']} documents, {d['entities']} entities"
+              + (f", {d['windows']} windows" if "windows" in d else "")
+              + (f" (capped: {d['capped']})" if d.get("capped") else ""))
     for w in info.get("workers", []):
         print(f"  worker {w['worker']}: trial {w['trial']}, last heartbeat "
               f"{w['heartbeat_age_s']} s ago")

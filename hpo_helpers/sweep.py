@@ -35,7 +35,7 @@ from .config import (
     load_hpo_config,
     load_train_config,
 )
-from .data import Dataset, Document, load_dataset
+from .data import Dataset, Document, config_files, data_summary, load_dataset
 from .distributed import fail_stale_trials
 from .encoding import Window, encode_documents
 from .errors import CheckpointError, ConfigError, SweepFailedError
@@ -600,8 +600,11 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
               stop: _StopRequest | None = None,
               tracking: TrackingSetup | None = None, events: SweepEvents | None = None,
               stop_after_trial: threading.Event | None = None,
-              storage_url: str | None = None) -> SweepOutcome:
+              storage_url: str | None = None,
+              split_files: dict[str, Any] | None = None) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; see the module docstring.
+
+    ``split_files`` (``--train/--validation/--test``) name split files explicitly.
 
     ``stop_after_trial`` (the panel's button) ends the sweep once the running trial is done;
     ``events`` receives progress. ``storage_url`` (or ``HPO_STORAGE_URL``, or the config's
@@ -614,7 +617,10 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     backbone_name = backbone or hpo.backbone
     runtime = runtime or detect()
     url = storage_url_for(hpo, storage_url)
-    dataset = load_dataset(_dataset_path(cfg, dataset_path), cfg.data)
+    files = config_files(cfg.data, cfg.config_dir.absolute().parent,
+                         dataset_given=dataset_path is not None, overrides=split_files)
+    dataset = load_dataset(None if "train" in files else _dataset_path(cfg, dataset_path),
+                           cfg.data, files=files)
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     if local is not None:
@@ -682,6 +688,11 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                          checkpoint_path=checkpoint_path, resumed=opened.resumed,
                          runtime=runtime.kind, objective_metric=hpo.objective.metric,
                          recovered=opened.recovered)
+        if not hpo.k_folds:
+            windows = {"train": len(prep.folds[0][0]), "validation": len(prep.folds[0][2])}
+            logger.info("Windows: train %d, validation %d", windows["train"],
+                        windows["validation"])
+            study.set_user_attr("data", data_summary(dataset, windows))
         n_complete = sweep.n_complete()
         events.sweep_started(outcome, n_complete, hpo.max_trials)
         trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
@@ -775,6 +786,8 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     if counts["COMPLETE"]:
         best = study.best_trial
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
+    if "data" in study.user_attrs:
+        out["data"] = study.user_attrs["data"]
     if shared is not None:
         out["workers"] = shared.workers()
     return out

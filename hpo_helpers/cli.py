@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpo_helpers run|status|make-demo-data``.
+"""Command line: ``python -m hpo_helpers run|status|evaluate|dashboard|make-demo-data``.
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
 traceback instead. An interrupted sweep exits 130 after saving its state.
@@ -40,16 +40,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset file or folder (default: data config path)")
+    for split in ("train", "validation", "test"):
+        p.add_argument(f"--{split}", help=f"{split} file (default: data config, else split "
+                       "off the training data)")
+
+
+def _split_args(args: argparse.Namespace) -> dict[str, str | None]:
+    return {k: getattr(args, k) for k in ("train", "validation", "test")}
+
+
+def _tracking(args: argparse.Namespace, cfg):  # noqa: ANN202 - TrackingSetup | None
+    if not args.mlflow_experiment:
+        return None
+    from .mlflow_setup import setup_mlflow_from_config
+
+    return setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
+                                    tracking_uri=args.tracking_uri)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hpo_helpers",
                                      description="Resumable HPO for resume NER")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run or resume a sweep")
     _common(run)
-    run.add_argument("--dataset", help="dataset file or folder (default: data config path)")
-    for split in ("train", "validation", "test"):
-        run.add_argument(f"--{split}", help=f"{split} file (default: data config, else split "
-                         "off the training data)")
+    _data_args(run)
     run.add_argument("--max-trials", type=int, help="COMPLETE trials to reach (overrides config)")
     run.add_argument("--mlflow-experiment", help="track the sweep in this MLflow experiment")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: config/mlflow.yaml, "
@@ -60,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     _common(dash)
     dash.add_argument("--port", type=int, default=8080)
+    ev = sub.add_parser("evaluate", help="score the kept models of a study on the test split")
+    _common(ev)
+    _data_args(ev)
+    ev.add_argument("--trial", type=int, help="score only this trial's kept model (again)")
+    ev.add_argument("--mlflow-experiment", help="also log the scores to this MLflow experiment")
+    ev.add_argument("--tracking-uri", help="MLflow tracking URI")
     demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default="dataset")
     demo.add_argument("--seed", type=int, default=7)
@@ -84,16 +107,11 @@ def _run(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     cfg = _load(args)
-    tracking = None
-    if args.mlflow_experiment:
-        from .mlflow_setup import setup_mlflow_from_config
-
-        tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
-                                            tracking_uri=args.tracking_uri)
+    tracking = _tracking(args, cfg)
     outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
                         output_dir=args.output_dir, tracking=tracking,
                         storage_url=args.storage_url,
-                        split_files={k: getattr(args, k) for k in ("train", "validation", "test")})
+                        split_files=_split_args(args))
     study = outcome.study
     from .study import count_states
 
@@ -104,6 +122,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"best F1: {study.best_value:.4f} (trial {study.best_trial.number}) "
               f"params: {json.dumps(study.best_params, sort_keys=True)}")
     print(f"checkpoint: {outcome.checkpoint_path or 'disabled (in-memory study)'}")
+    if counts["COMPLETE"] and str(study.best_trial.number) in outcome.test_scores:
+        from .evaluate import format_scores
+
+        print(format_scores(outcome.test_scores[str(study.best_trial.number)],
+                            f"test (trial {study.best_trial.number})"))
     if outcome.interrupted:
         print(f"{outcome.stop_reason}: python -m hpo_helpers run --config {args.config}"
               + (f" --backbone {args.backbone}" if args.backbone else "")
@@ -130,6 +153,10 @@ def _status(args: argparse.Namespace) -> int:
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
+    if info.get("test_f1") is not None:
+        print(f"  test F1 {info['test_f1']:.4f}, macro F1 {info['test_macro_f1']:.4f} (trial "
+              f"{info['best_trial']}): " + ", ".join(
+                  f"{k} {v:.3f}" for k, v in sorted(info["test_per_entity"].items())))
     for split, d in (info.get("data") or {}).get("splits", {}).items():
         print(f"  {split}: {d['documents']} documents, {d['entities']} entities"
               + (f", {d['windows']} windows" if "windows" in d else "")
@@ -137,6 +164,21 @@ def _status(args: argparse.Namespace) -> int:
     for w in info.get("workers", []):
         print(f"  worker {w['worker']}: trial {w['trial']}, last heartbeat "
               f"{w['heartbeat_age_s']} s ago")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_study, format_scores
+
+    cfg = _load(args)
+    scores, best = evaluate_study(cfg, backbone=args.backbone, output_dir=args.output_dir,
+                                  trial=args.trial, dataset_path=args.dataset,
+                                  split_files=_split_args(args), tracking=_tracking(args, cfg))
+    if not scores:
+        print("no kept model to score (keep_top_k: 0, or no COMPLETE trial)")
+    for number, s in sorted(scores.items()):
+        if args.trial is None or number == args.trial:
+            print(format_scores(s, f"test (trial {number}{', best' if number == best else ''})"))
     return 0
 
 
@@ -180,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
-               "make-demo-data": _demo}[args.command]
+               "make-demo-data": _demo, "evaluate": _evaluate}[args.command]
     try:
         return handler(args)
     except HpoHelpersError as exc:

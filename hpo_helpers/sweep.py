@@ -75,6 +75,7 @@ class SweepOutcome:
     recovered: list[int] = field(default_factory=list)
     checkpoint_path: str | None = None  # durable study file, or the masked storage URL
     bytes_kept: dict[str, int] = field(default_factory=dict)
+    test_scores: dict[str, Any] = field(default_factory=dict)  # trial number -> test scores
 
 
 class SweepEvents:
@@ -314,6 +315,7 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
     import optuna
 
     epochs = int(params["epochs"])
+    metric = cfg.hpo.objective.metric
     fold_scores: list[float] = []
     result = FitResult(best_f1=-1.0)
     step_bar = _progress(0, 0, f"trial {trial.number}")
@@ -329,9 +331,10 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
             def on_epoch(epoch: int, metrics: dict[str, Any], f: int = f) -> None:
                 step = f * epochs + epoch
                 tracker.epoch(trial, step, metrics)
-                trial.report(float(metrics["f1"]), step)
+                trial.report(float(metrics.get(metric, 0.0)), step)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation F1 {metrics['f1']:.4f} at epoch "
+                    raise optuna.TrialPruned(f"validation {metric} {metrics.get(metric, 0.0):.4f}"
+                                             f" at epoch "
                                              f"{epoch + 1} is below the median")
 
             def on_step(done: int, total: int) -> None:
@@ -353,7 +356,8 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
                                  params=params, cfg=cfg.train, seed=seed + f,
                                  checkpoint_dir=fold_dir, on_epoch=on_epoch,
                                  should_stop=stop.is_set, on_step=on_step,
-                                 on_checkpoint=on_checkpoint, on_resume=on_resume)
+                                 on_checkpoint=on_checkpoint, on_resume=on_resume,
+                                 metric=metric)
                     break
                 except CheckpointError as exc:
                     if attempt:
@@ -366,7 +370,7 @@ def _run_trial(trial: Any, params: dict[str, Any], prep: _Prepared, cfg: Configs
                 done_file.write_text(json.dumps({"best_f1": result.best_f1}))
     finally:
         step_bar.close()
-    best = max(result.history, key=lambda h: h["f1"]) if result.history else None
+    best = max(result.history, key=lambda h: h.get(metric, 0.0)) if result.history else None
     if best is not None:
         trial.set_user_attr("best_epoch", int(best["epoch"]) + 1)
         trial.set_user_attr("val_per_entity_f1", best["per_entity"])
@@ -394,6 +398,15 @@ def _dataset_path(cfg: Configs, dataset_path: Path | str | None) -> Path:
                           "given. Fix: set path or pass --dataset.")
     path = Path(cfg.data.path)
     return path if path.is_absolute() else cfg.config_dir.absolute().parent / path
+
+
+def load_data(cfg: Configs, dataset_path: Path | str | None = None,
+              split_files: dict[str, Any] | None = None) -> Dataset:
+    """The dataset of a run: ``--dataset``/``--train``... or the data config's paths."""
+    files = config_files(cfg.data, cfg.config_dir.absolute().parent,
+                         dataset_given=dataset_path is not None, overrides=split_files)
+    return load_dataset(None if "train" in files else _dataset_path(cfg, dataset_path),
+                        cfg.data, files=files)
 
 
 def storage_url_for(hpo: HpoConfig, override: str | None = None) -> str | None:
@@ -617,10 +630,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     backbone_name = backbone or hpo.backbone
     runtime = runtime or detect()
     url = storage_url_for(hpo, storage_url)
-    files = config_files(cfg.data, cfg.config_dir.absolute().parent,
-                         dataset_given=dataset_path is not None, overrides=split_files)
-    dataset = load_dataset(None if "train" in files else _dataset_path(cfg, dataset_path),
-                           cfg.data, files=files)
+    dataset = load_data(cfg, dataset_path, split_files)
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     if local is not None:
@@ -698,6 +708,11 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
         trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
         with stop.installed(), contextlib.closing(trial_bar):
             sweep.run(trial_bar)
+        if not outcome.interrupted and models_root is not None:
+            from .evaluate import score_kept_models
+
+            score_kept_models(study, models_root, dataset.test, cfg.train, tracker)
+            outcome.test_scores = study.user_attrs.get("test_scores") or {}
         if outcome.interrupted:
             outcome.stop_reason = (
                 f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "
@@ -788,6 +803,13 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
     if "data" in study.user_attrs:
         out["data"] = study.user_attrs["data"]
+    tested = study.user_attrs.get("test_scores") or {}
+    out["test_scores"] = tested
+    best_test = tested.get(str(out["best_trial"])) if out["best_trial"] is not None else None
+    out["test_f1"] = best_test["f1"] if best_test else None
+    out["test_macro_f1"] = best_test["macro_f1"] if best_test else None
+    out["test_per_entity"] = {k: v["f1"] for k, v in best_test["per_type"].items()} \
+        if best_test else None
     if shared is not None:
         out["workers"] = shared.workers()
     return out

@@ -18,6 +18,7 @@ from .errors import (
     StudyLockedError,
     SweepFailedError,
 )
+from .predict import predict
 from .sweep import load_configs, run_local_hpo_sweep, run_sweep
 from .sweep import status as study_status
 
@@ -32,6 +33,7 @@ __all__ = [
     "StudyLockedError",
     "SweepFailedError",
     "load_configs",
+    "predict",
     "run_local_hpo_sweep",
     "run_sweep",
     "study_status",

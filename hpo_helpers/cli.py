@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpo_helpers run|status|evaluate|dashboard|make-demo-data``.
+"""Command line: ``python -m hpo_helpers run|status|evaluate|predict|dashboard|make-demo-data``.
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
 traceback instead. An interrupted sweep exits 130 after saving its state.
@@ -83,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--trial", type=int, help="score only this trial's kept model (again)")
     ev.add_argument("--mlflow-experiment", help="also log the scores to this MLflow experiment")
     ev.add_argument("--tracking-uri", help="MLflow tracking URI")
+    pr = sub.add_parser("predict", help="print the entities of resumes as JSON lines")
+    pr.add_argument("--model", required=True, help="model folder, or 'best' (needs --config)")
+    pr.add_argument("--input", required=True, help="text file (one resume), JSONL of "
+                    "{\"text\": ...}, or - for standard input")
+    pr.add_argument("--config", help="HPO config (for --model best and the window settings)")
+    pr.add_argument("--config-dir", help="config folder (default: the one holding train.yaml)")
+    pr.add_argument("--backbone", help="backbone of the study (--model best)")
+    pr.add_argument("--output-dir", help="durable output folder of the study (--model best)")
+    pr.add_argument("--storage-url", help=argparse.SUPPRESS)
+    pr.add_argument("--debug", action="store_true")
     demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default="dataset")
     demo.add_argument("--seed", type=int, default=7)
@@ -182,6 +192,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, read_inputs
+
+    cfg = _load(args) if args.config else None
+    if args.model == "best":
+        if cfg is None:
+            raise HpoHelpersError("--model best needs --config (the study to take it from). "
+                                  "Fix: add --config, or pass --model DIR.")
+        from .evaluate import best_model_dir
+
+        model = best_model_dir(cfg, backbone=args.backbone, output_dir=args.output_dir)
+    else:
+        model = Path(args.model)
+    windows = {"max_length": cfg.train.max_length, "stride": cfg.train.stride} if cfg else {}
+    predictor = Predictor(model, **windows)
+    for i, text in enumerate(read_inputs(args.input)):
+        for ent in predictor([text])[0]:
+            print(json.dumps({"doc": i, **ent.as_dict()}, ensure_ascii=False), flush=True)
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from .dashboard import start_dashboard
     from .sweep import status, storage_url_for
@@ -222,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
-               "make-demo-data": _demo, "evaluate": _evaluate}[args.command]
+               "make-demo-data": _demo, "evaluate": _evaluate,
+               "predict": _predict}[args.command]
     try:
         return handler(args)
     except HpoHelpersError as exc:

@@ -19,8 +19,8 @@ from .config import TrainConfig
 from .data import Document
 from .errors import HpoHelpersError
 
-__all__ = ["TEST_ATTR", "evaluate_study", "format_scores", "load_model", "models_root",
-           "score_kept_models", "score_model", "test_scores"]
+__all__ = ["TEST_ATTR", "best_model_dir", "evaluate_study", "format_scores", "load_model",
+           "models_root", "refit_root", "score_kept_models", "score_model", "test_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,42 @@ METRICS_FILE = "metrics.json"
 
 
 def models_root(paths: Any, study_name: str) -> Path:
-    """Folder of a study's kept models (the one place that knows the layout)."""
+    """Folder of a study's kept models (with :func:`refit_root`, the one place that knows
+    where this module's outputs live)."""
     return paths.models_dir(study_name)
+
+
+def refit_root(paths: Any, study_name: str) -> Path:
+    """Folder of a study's refit job: ``checkpoints/`` while it runs, ``model/`` when done."""
+    return paths.durable_db.parent / "refit" / study_name
+
+
+def best_model_dir(cfg: Any, *, backbone: str | None = None,
+                   output_dir: Path | str | None = None, runtime: Any = None) -> Path:
+    """The model ``--model best`` means: the refit export if there is one, else the kept
+    model of the best trial."""
+    from .paths import resolve
+    from .runtime import detect
+    from .sweep import status
+
+    hpo = cfg.hpo
+    name = backbone or hpo.backbone
+    runtime = runtime or detect()
+    info = status(cfg, backbone=name, output_dir=output_dir, runtime=runtime)
+    if not info["exists"] or info["best_trial"] is None:
+        raise HpoHelpersError(f"no finished study {info['study_name']} at "
+                              f"{info['checkpoint_path']}. Fix: run the sweep first (or pass "
+                              "--model DIR).")
+    paths = resolve(runtime, backbone=name, storage_path=hpo.checkpoint.storage_path,
+                    output_dir=output_dir)
+    refit = refit_root(paths, info["study_name"]) / "model"
+    if (refit / "config.json").is_file():
+        return refit
+    kept = models_root(paths, info["study_name"]) / f"trial_{info['best_trial']}"
+    if not (kept / "config.json").is_file():
+        raise HpoHelpersError(f"the best trial {info['best_trial']} has no kept model at {kept}."
+                              " Fix: keep_top_k >= 1, or refit (python -m hpo_helpers refit).")
+    return kept
 
 
 def load_model(model_dir: Path | str) -> tuple[Any, Any, list[str]]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpo_helpers run|status|evaluate|predict|dashboard|make-demo-data``.
+"""Command line: ``python -m hpo_helpers <command>`` (run, status, evaluate, refit, predict, ...).
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
 traceback instead. An interrupted sweep exits 130 after saving its state.
@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--trial", type=int, help="score only this trial's kept model (again)")
     ev.add_argument("--mlflow-experiment", help="also log the scores to this MLflow experiment")
     ev.add_argument("--tracking-uri", help="MLflow tracking URI")
+    rf = sub.add_parser("refit", help="train the best params on train+validation and export "
+                        "the final model (resumable)")
+    _common(rf)
+    _data_args(rf)
     pr = sub.add_parser("predict", help="print the entities of resumes as JSON lines")
     pr.add_argument("--model", required=True, help="model folder, or 'best' (needs --config)")
     pr.add_argument("--input", required=True, help="text file (one resume), JSONL of "
@@ -137,6 +141,9 @@ def _run(args: argparse.Namespace) -> int:
 
         print(format_scores(outcome.test_scores[str(study.best_trial.number)],
                             f"test (trial {study.best_trial.number})"))
+    if outcome.refit:
+        print(f"refit of trial {outcome.refit['trial']} exported: {outcome.refit['path']} "
+              f"(test F1 {outcome.refit['test']['f1']:.4f})")
     if outcome.interrupted:
         print(f"{outcome.stop_reason}: python -m hpo_helpers run --config {args.config}"
               + (f" --backbone {args.backbone}" if args.backbone else "")
@@ -189,6 +196,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     for number, s in sorted(scores.items()):
         if args.trial is None or number == args.trial:
             print(format_scores(s, f"test (trial {number}{', best' if number == best else ''})"))
+    return 0
+
+
+def _refit(args: argparse.Namespace) -> int:
+    from .evaluate import format_scores
+    from .refit import refit
+
+    cfg = _load(args)
+    done = refit(cfg, backbone=args.backbone, output_dir=args.output_dir,
+                 dataset_path=args.dataset, split_files=_split_args(args))
+    if done is None:
+        print("refit interrupted: state saved. To resume, run the same command again.")
+        return 130
+    print(f"refit of trial {done['trial']} exported: {done['path']}")
+    print(format_scores(done["test"], "test (refit)"))
     return 0
 
 
@@ -254,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
                "make-demo-data": _demo, "evaluate": _evaluate,
-               "predict": _predict}[args.command]
+               "predict": _predict, "refit": _refit}[args.command]
     try:
         return handler(args)
     except HpoHelpersError as exc:

@@ -104,6 +104,7 @@ class HpoConfig:
     k_folds: int | None = field(default=None, metadata=_rule(low=2, high=20))
     max_failed_trials: int = field(default=3, metadata=_rule(low=1))
     keep_top_k: int = field(default=3, metadata=_rule(low=0))
+    refit: bool = False  # after the sweep: best params on train+validation, exported
     train_config: str = "train.yaml"
     data_config: str = "data/demo.yaml"
     storage_url: str | None = None

@@ -76,6 +76,7 @@ class SweepOutcome:
     checkpoint_path: str | None = None  # durable study file, or the masked storage URL
     bytes_kept: dict[str, int] = field(default_factory=dict)
     test_scores: dict[str, Any] = field(default_factory=dict)  # trial number -> test scores
+    refit: dict[str, Any] | None = None  # the finished refit (refit: true)
 
 
 class SweepEvents:
@@ -713,6 +714,16 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
 
             score_kept_models(study, models_root, dataset.test, cfg.train, tracker)
             outcome.test_scores = study.user_attrs.get("test_scores") or {}
+        if hpo.refit and not outcome.interrupted and opened.paths is not None:
+            from .evaluate import refit_root
+            from .refit import refit_study
+
+            with stop.installed():
+                outcome.refit = refit_study(study, opened.study_name,
+                                            refit_root(opened.paths, opened.study_name), cfg,
+                                            dataset, backbone=backbone_name,
+                                            should_stop=stop.is_set)
+            outcome.interrupted = outcome.refit is None
         if outcome.interrupted:
             outcome.stop_reason = (
                 f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "
@@ -803,6 +814,7 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
     if "data" in study.user_attrs:
         out["data"] = study.user_attrs["data"]
+    out["refit"] = study.user_attrs.get("refit")
     tested = study.user_attrs.get("test_scores") or {}
     out["test_scores"] = tested
     best_test = tested.get(str(out["best_trial"])) if out["best_trial"] is not None else None

@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                         "the final model (resumable)")
     _common(rf)
     _data_args(rf)
+    rp = sub.add_parser("report", help="write the study's figures as PNG files")
+    _common(rp)
+    rp.add_argument("--compare", action="append", default=[], metavar="BACKBONE",
+                    help="another backbone's study to compare with (repeatable)")
+    rp.add_argument("--out", help="folder for the PNG files (default: <output>/report)")
     pr = sub.add_parser("predict", help="print the entities of resumes as JSON lines")
     pr.add_argument("--model", required=True, help="model folder, or 'best' (needs --config)")
     pr.add_argument("--input", required=True, help="text file (one resume), JSONL of "
@@ -214,6 +219,24 @@ def _refit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import load_study, write_report
+
+    cfg = _load(args)
+    studies = {}
+    for name in [args.backbone or cfg.hpo.backbone, *args.compare]:
+        study = load_study(cfg, backbone=name, output_dir=args.output_dir)
+        if study is None:
+            raise HpoHelpersError(f"no study for backbone {name!r}. Fix: run its sweep first, "
+                                  "or pass its --output-dir.")
+        studies[study.study_name] = study
+    out = Path(args.out) if args.out else Path(args.output_dir or "outputs/hpo") / "report"
+    log = {p.name for p in cfg.hpo.search_space if p.type == "loguniform"}
+    for path in write_report(studies, out, log):
+        print(path)
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, read_inputs
 
@@ -276,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
                "make-demo-data": _demo, "evaluate": _evaluate,
-               "predict": _predict, "refit": _refit}[args.command]
+               "predict": _predict, "refit": _refit,
+               "report": _report}[args.command]
     try:
         return handler(args)
     except HpoHelpersError as exc:

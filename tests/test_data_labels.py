@@ -175,3 +175,26 @@ def test_shipped_auto_config_keeps_the_fingerprint_of_earlier_studies() -> None:
     assert ds.fingerprint == "47ac4fb1e4fe10a8"
     smoke = load_dataset(REPO / "dataset", load_data_config(REPO / "config/data/smoke.yaml"))
     assert smoke.fingerprint == "fed21f9968c74772"
+
+
+@pytest.mark.parametrize("raw,pattern", [
+    ({"tag_column": 0}, r"'tag_column' = 0 is out of range \(must be >= 1\)"),
+    ({"label_map": {"Skills": "!!"}}, r"'label_map' = \['!!'\] maps onto empty type names"),
+    ({"drop_labels": "UNKNOWN"}, r"'drop_labels' = 'UNKNOWN' must be a list"),
+])
+def test_bad_new_data_keys(tmp_path: Path, raw, pattern) -> None:
+    from hpo_helpers import ConfigError
+
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=pattern):
+        load_data_config(path)
+
+
+def test_auto_config_maps_renames_and_drops() -> None:
+    cfg = load_data_config(REPO / "config" / "data" / "demo.yaml")
+    assert cfg.auto_types
+    assert cfg.canonical("Companies worked at") == "COMPANY"
+    assert cfg.canonical("Job title ") == "DESIGNATION"
+    assert cfg.canonical("Hobby / Interest") == "HOBBY_INTEREST"
+    assert cfg.canonical("unknown") is None and cfg.dropped("Unknown")

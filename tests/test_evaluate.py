@@ -93,3 +93,41 @@ def test_evaluate_without_a_study_says_run_first(project, tmp_path: Path) -> Non
     cfg = load_configs(project.config_dir, project.hpo)
     with pytest.raises(HpoHelpersError, match=r"no study hpo_tiny at .*Fix: run the sweep"):
         evaluate_study(cfg, output_dir=tmp_path / "none")
+
+
+def test_new_hpo_keys_at_defaults_keep_the_study_fingerprint(project) -> None:
+    from hpo_helpers.config import load_hpo_config
+    from hpo_helpers.study import fingerprint
+
+    raw = yaml.safe_load(project.hpo.read_text())
+    plain = load_hpo_config(raw)
+    with_refit = load_hpo_config({**raw, "refit": True})
+    assert fingerprint(plain, "d") == fingerprint(with_refit, "d")
+    macro = load_hpo_config({**raw, "objective": {"metric": "macro_f1"}})
+    assert fingerprint(macro, "d") != fingerprint(plain, "d")
+
+
+@pytest.mark.slow
+def test_macro_f1_objective_and_test_scores_reach_mlflow(project, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from hpo_helpers.mlflow_setup import setup_mlflow_from_config
+
+    project.write_hpo(max_trials=1, keep_top_k=1, objective={"metric": "macro_f1"})
+    cfg = load_configs(project.config_dir, project.hpo)
+    setup = setup_mlflow_from_config("quality", project.config_dir, cwd=tmp_path)
+    outcome = run_sweep(cfg, output_dir=project.output_dir, tracking=setup)
+    trial = outcome.study.best_trial
+    history = [v for _, v in sorted(trial.intermediate_values.items())]
+    assert trial.value == max(history)
+    kept = json.loads(next(project.output_dir.rglob("trial_0/metrics.json")).read_text())
+    assert kept["macro_f1"] == pytest.approx(trial.value)  # the best epoch by macro F1
+    client = MlflowClient(tracking_uri=setup.tracking_uri)
+    child = client.get_run(trial.user_attrs["mlflow_run_id"])
+    parent = client.get_run(outcome.study.user_attrs["mlflow_parent_run_id"])
+    test = outcome.test_scores["0"]
+    for run in (child, parent):
+        assert run.data.metrics["test_f1"] == pytest.approx(test["f1"])
+        assert run.data.metrics["test_macro_f1"] == pytest.approx(test["macro_f1"])
+        assert "test_f1_SKILL" in run.data.metrics
+    assert child.data.metrics["val_f1"] >= 0.0

@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(rp)
     rp.add_argument("--compare", action="append", default=[], metavar="BACKBONE",
                     help="another backbone's study to compare with (repeatable)")
-    rp.add_argument("--out", help="folder for the PNG files (default: <output>/report)")
+    rp.add_argument("--out", help="folder for the PNG files (default: report/ beside the "
+                    "study database)")
     pr = sub.add_parser("predict", help="print the entities of resumes as JSON lines")
     pr.add_argument("--model", required=True, help="model folder, or 'best' (needs --config)")
     pr.add_argument("--input", required=True, help="text file (one resume), JSONL of "
@@ -230,7 +231,15 @@ def _report(args: argparse.Namespace) -> int:
             raise HpoHelpersError(f"no study for backbone {name!r}. Fix: run its sweep first, "
                                   "or pass its --output-dir.")
         studies[study.study_name] = study
-    out = Path(args.out) if args.out else Path(args.output_dir or "outputs/hpo") / "report"
+    if args.out:
+        out = Path(args.out)
+    else:
+        from .paths import resolve
+        from .runtime import detect
+
+        out = resolve(detect(), backbone=args.backbone or cfg.hpo.backbone,
+                      storage_path=cfg.hpo.checkpoint.storage_path,
+                      output_dir=args.output_dir).durable_db.parent / "report"
     log = {p.name for p in cfg.hpo.search_space if p.type == "loguniform"}
     for path in write_report(studies, out, log):
         print(path)

@@ -198,3 +198,19 @@ def test_auto_config_maps_renames_and_drops() -> None:
     assert cfg.canonical("Job title ") == "DESIGNATION"
     assert cfg.canonical("Hobby / Interest") == "HOBBY_INTEREST"
     assert cfg.canonical("unknown") is None and cfg.dropped("Unknown")
+
+
+def test_run_refuses_unmappable_data_before_any_training(project) -> None:
+    import subprocess
+
+    bad = project.root / "abbrev.conll"
+    bad.write_text("".join(f"Name{i} B-NAM\nx O\n\n" for i in range(12)))
+    data = yaml.safe_load((project.config_dir / "data" / "test.yaml").read_text())
+    data.update(entity_types=["NAME"], label_map={"Name": "NAME"})
+    (project.config_dir / "data" / "test.yaml").write_text(yaml.safe_dump(data))
+    res = subprocess.run(project.run_args("--train", str(bad)), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2
+    assert "no entities are left in the training data" in res.stderr
+    assert "'NAM' (12)" in res.stderr and "NAM: <one of NAME>" in res.stderr
+    assert not project.output_dir.exists()  # no study, no trial

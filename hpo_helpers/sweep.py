@@ -709,7 +709,8 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
         trial_bar = _progress(hpo.max_trials, min(n_complete, hpo.max_trials), "trials")
         with stop.installed(), contextlib.closing(trial_bar):
             sweep.run(trial_bar)
-        if not outcome.interrupted and models_root is not None:
+        # Shared studies: several workers would race on the study attribute (not yet done).
+        if not outcome.interrupted and models_root is not None and opened.shared is None:
             from .evaluate import score_kept_models
 
             score_kept_models(study, models_root, dataset.test, cfg.train, tracker)

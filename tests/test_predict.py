@@ -106,3 +106,11 @@ def test_inputs_text_or_jsonl_and_errors(tmp_path) -> None:
         list(read_inputs(str(tmp_path / "nope.txt")))
     with pytest.raises(HpoHelpersError, match=r"not a saved model"):
         Predictor(tmp_path)
+
+
+def test_predict_best_without_config_is_one_error_line(capsys) -> None:
+    from hpo_helpers.cli import main
+
+    assert main(["predict", "--model", "best", "--input", "-"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model best needs --config")

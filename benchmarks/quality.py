@@ -59,9 +59,13 @@ def main() -> int:
     kept = outcome.test_scores.get(str(best.number), {})
     refit = outcome.refit or {}
     test = refit.get("test", {})
+    def shown(path: str) -> str:
+        p = Path(path).absolute()
+        return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
     payload = {
         "backbone": args.backbone, "trials": args.trials, "epochs_searched": args.epochs,
-        "train": args.train, "test": args.test, "best_trial": best.number,
+        "train": shown(args.train), "test": shown(args.test), "best_trial": best.number,
         "validation_f1": round(best.value, 4),
         "best_trial_test_micro_f1": round(kept.get("f1", float("nan")), 4),
         "best_trial_test_macro_f1": round(kept.get("macro_f1", float("nan")), 4),
@@ -75,7 +79,7 @@ def main() -> int:
     if args.results:
         from _results import record
 
-        record(f"quality ({args.backbone}, demo data)" if "dataset" in args.train
+        record(f"quality ({args.backbone}, demo data)" if payload["train"] == "dataset/train.json"
                else f"quality ({args.backbone})", payload,
                notes="sweep on train (validation for selection), refit on train+validation, "
                      "scores on the held-out test file; seqeval strict")

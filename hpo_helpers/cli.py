@@ -196,7 +196,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = _load(args)
     scores, best = evaluate_study(cfg, backbone=args.backbone, output_dir=args.output_dir,
                                   trial=args.trial, dataset_path=args.dataset,
-                                  split_files=_split_args(args), tracking=_tracking(args, cfg))
+                                  split_files=_split_args(args), tracking=_tracking(args, cfg),
+                                  storage_url=args.storage_url)
     if not scores:
         print("no kept model to score (keep_top_k: 0, or no COMPLETE trial)")
     for number, s in sorted(scores.items()):

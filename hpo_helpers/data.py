@@ -34,19 +34,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DataConfig, type_name
-from .errors import DataError
+from .config import Configs, DataConfig, type_name
+from .errors import ConfigError, DataError
 
 __all__ = [
     "DataReport",
     "Dataset",
     "Document",
     "detect_format",
-    "label_list",
-    "load_dataset",
-    "read_file",
+    "kfold_split",
     "config_files",
     "data_summary",
+    "label_list",
+    "load_data",
+    "load_dataset",
+    "read_file",
     "split_files",
     "word_spans",
     "words_and_tags",
@@ -739,3 +741,35 @@ def _without_types(doc: Document, types: set[str], absent: Counter) -> Document:
             t = "O"
         tags.append(t)
     return Document(doc.id, doc.words, tuple(tags))
+
+
+def kfold_split(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document],
+                                                                      list[Document]]]:
+    """``k`` (train, held-out) pairs over ``docs``: a seeded shuffle, every k-th one held out."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    folds = []
+    for f in range(k):
+        held = set(order[f::k])
+        folds.append(([d for i, d in enumerate(docs) if i not in held],
+                      [d for i, d in enumerate(docs) if i in held]))
+    return folds
+
+
+def _dataset_path(cfg: Configs, dataset_path: Path | str | None) -> Path:
+    if dataset_path is not None:
+        return Path(dataset_path)
+    if cfg.data.path is None:
+        raise ConfigError(f"{cfg.data.source}: key 'path' is not set and no dataset was "
+                          "given. Fix: set path or pass --dataset.")
+    path = Path(cfg.data.path)
+    return path if path.is_absolute() else cfg.config_dir.absolute().parent / path
+
+
+def load_data(cfg: Configs, dataset_path: Path | str | None = None,
+              split_files: dict[str, Any] | None = None) -> Dataset:
+    """The dataset of a run: ``--dataset``/``--train``... or the data config's paths."""
+    files = config_files(cfg.data, cfg.config_dir.absolute().parent,
+                         dataset_given=dataset_path is not None, overrides=split_files)
+    return load_dataset(None if "train" in files else _dataset_path(cfg, dataset_path),
+                        cfg.data, files=files)

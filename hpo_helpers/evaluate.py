@@ -3,65 +3,53 @@
 After a sweep (and on demand: ``python -m hpo_helpers evaluate``) every kept top-k model is
 scored on the test split with the same windows and per-word merge as validation: micro
 precision/recall/F1, macro F1 and a per-type table (seqeval, strict IOB2). The scores are
-stored as the study user attribute ``test_scores`` (trial number -> scores), in the model
+stored as the study user attribute ``test_scores`` (trial number -> scores; written under the
+study lock, or the shared study's advisory lock), in the model
 folder's ``metrics.json`` (key ``test``) and in MLflow (each trial's child run and the parent).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .data import Document
+from .data import Document, load_data
 from .errors import HpoHelpersError
+from .schema import DATA, TEST_SCORES
 
-__all__ = ["TEST_ATTR", "best_model_dir", "evaluate_study", "format_scores", "load_model",
-           "models_root", "refit_root", "score_kept_models", "score_model", "test_scores"]
+__all__ = ["after_sweep", "best_model_dir", "evaluate_study", "format_scores", "load_model",
+           "open_finished", "record_data", "score_kept_models", "score_model", "test_scores"]
 
 logger = logging.getLogger(__name__)
 
-TEST_ATTR = "test_scores"
 METRICS_FILE = "metrics.json"
-
-
-def models_root(paths: Any, study_name: str) -> Path:
-    """Folder of a study's kept models (with :func:`refit_root`, the one place that knows
-    where this module's outputs live)."""
-    return paths.models_dir(study_name)
-
-
-def refit_root(paths: Any, study_name: str) -> Path:
-    """Folder of a study's refit job: ``checkpoints/`` while it runs, ``model/`` when done."""
-    return paths.durable_db.parent / "refit" / study_name
 
 
 def best_model_dir(cfg: Any, *, backbone: str | None = None,
                    output_dir: Path | str | None = None, runtime: Any = None) -> Path:
     """The model ``--model best`` means: the refit export if there is one, else the kept
     model of the best trial."""
-    from .paths import resolve
-    from .runtime import detect
-    from .sweep import status
+    from .status import status, study_paths
 
-    hpo = cfg.hpo
-    name = backbone or hpo.backbone
-    runtime = runtime or detect()
-    info = status(cfg, backbone=name, output_dir=output_dir, runtime=runtime)
+    name = backbone or cfg.hpo.backbone
+    paths = study_paths(cfg, backbone=name, output_dir=output_dir, runtime=runtime)
+    info = status(cfg, backbone=name, paths=paths)
     if not info["exists"] or info["best_trial"] is None:
         raise HpoHelpersError(f"no finished study {info['study_name']} at "
                               f"{info['checkpoint_path']}. Fix: run the sweep first (or pass "
                               "--model DIR).")
-    paths = resolve(runtime, backbone=name, storage_path=hpo.checkpoint.storage_path,
-                    output_dir=output_dir)
-    refit = refit_root(paths, info["study_name"]) / "model"
-    if (refit / "config.json").is_file():
+    layout = paths.layout(info["study_name"], info.get("created_at"))
+    refit = layout.refit_model
+    if refit is not None and (refit / "config.json").is_file():
         return refit
-    kept = models_root(paths, info["study_name"]) / f"trial_{info['best_trial']}"
-    if not (kept / "config.json").is_file():
+    kept = layout.kept_model_dir(info["best_trial"])
+    if kept is None or not (kept / "config.json").is_file():
         raise HpoHelpersError(f"the best trial {info['best_trial']} has no kept model at {kept}."
                               " Fix: keep_top_k >= 1, or refit (python -m hpo_helpers refit).")
     return kept
@@ -106,7 +94,7 @@ def score_model(model_dir: Path | str, docs: Sequence[Document], cfg: TrainConfi
 
 def test_scores(study: Any) -> dict[int, dict[str, Any]]:
     """The stored test scores of a study, by trial number."""
-    return {int(k): v for k, v in (study.user_attrs.get(TEST_ATTR) or {}).items()}
+    return {int(k): v for k, v in (study.user_attrs.get(TEST_SCORES) or {}).items()}
 
 
 def score_kept_models(study: Any, models_dir: Path | None, docs: Sequence[Document],
@@ -120,8 +108,10 @@ def score_kept_models(study: Any, models_dir: Path | None, docs: Sequence[Docume
         logger.warning("No test documents: kept models are not scored on test")
         return {}
     stored = test_scores(study)
-    folders = sorted(models_dir.glob("trial_*")) if models_dir and models_dir.is_dir() else []
-    numbers = {int(f.name[6:]): f for f in folders if f.name[6:].isdigit()}
+    from .layout import trial_root_of
+
+    folders = sorted(models_dir.iterdir()) if models_dir and models_dir.is_dir() else []
+    numbers = {n: f for f in folders if (n := trial_root_of(f)) is not None}
     if trial is not None:
         if trial not in numbers:
             raise HpoHelpersError(f"trial {trial} has no kept model in {models_dir} (kept: "
@@ -145,7 +135,7 @@ def score_kept_models(study: Any, models_dir: Path | None, docs: Sequence[Docume
                     number, scores["f1"], scores["macro_f1"], len(docs), metrics_file)
     if new:
         stored.update(new)
-        study.set_user_attr(TEST_ATTR, {str(k): v for k, v in sorted(stored.items())})
+        study.set_user_attr(TEST_SCORES, {str(k): v for k, v in sorted(stored.items())})
         if tracker is not None:
             tracker.test_scores(study, new)
     return stored
@@ -162,51 +152,105 @@ def format_scores(scores: dict[str, Any], title: str = "test") -> str:
     return "\n".join(lines)
 
 
-def evaluate_study(cfg: Any, *, backbone: str | None = None, output_dir: Path | str | None = None,
-                   trial: int | None = None, dataset_path: Path | str | None = None,
-                   split_files: dict[str, Any] | None = None, tracking: Any = None,
-                   runtime: Any = None) -> tuple[dict[int, dict[str, Any]], int | None]:
-    """Score a finished study's kept models on test (``trial``: only that one, scored again).
-
-    Writes to the study, so it takes the study lock: refused while a sweep runs it. Returns
-    the scores by trial and the best trial's number.
-    """
-    import dataclasses
-
-    from .paths import resolve
-    from .runtime import detect
-    from .study import fingerprint, open_study
-    from .sweep import _sampler_and_pruner, _snapshot, load_data, status, storage_url_for
-    from .tracking import PARENT_ATTR, SweepTracker
+@contextlib.contextmanager
+def open_finished(cfg: Any, *, backbone: str | None = None,
+                  output_dir: Path | str | None = None, dataset_path: Path | str | None = None,
+                  split_files: dict[str, Any] | None = None, runtime: Any = None,
+                  storage_url: str | None = None, tracker: Any = None) -> Iterator[Any]:
+    """Open an existing study to write to it, as the sweep does: a SQLite study with its lock
+    (refused while a sweep runs it), a shared one as one more worker. Yields
+    ``(opened run, dataset)``; the SQLite study is snapshotted when the block ends."""
+    from .housekeeping import snapshot_all
+    from .status import status, storage_url_for, study_paths
+    from .study import fingerprint
+    from .sweep import open_run
+    from .tracking import SweepTracker
 
     hpo = cfg.hpo
     name = backbone or hpo.backbone
-    if storage_url_for(hpo) or not hpo.checkpoint.enabled:
-        raise HpoHelpersError(f"{hpo.source}: evaluate needs a study kept on disk (SQLite, "
-                              "checkpoint.enabled: true); shared (PostgreSQL) studies are not "
-                              "supported yet. Fix: run it with such a config.")
-    runtime = runtime or detect()
-    info = status(cfg, backbone=name, output_dir=output_dir, runtime=runtime)
+    url = storage_url_for(hpo, storage_url)
+    if not url and not hpo.checkpoint.enabled:
+        raise HpoHelpersError(f"{hpo.source}: checkpoint.enabled is false, so no study was "
+                              "kept. Fix: run the sweep with checkpoint.enabled: true.")
+    local = study_paths(cfg, backbone=name, output_dir=output_dir, runtime=runtime)
+    info = status(cfg, backbone=name, storage_url=url, paths=None if url else local)
     if not info["exists"]:
         raise HpoHelpersError(f"no study {info['study_name']} at {info['checkpoint_path']}. "
                               "Fix: run the sweep first, or pass its --output-dir/--backbone.")
     dataset = load_data(cfg, dataset_path, split_files)
-    paths = resolve(runtime, backbone=name, storage_path=hpo.checkpoint.storage_path,
-                    output_dir=output_dir)
     resume = dataclasses.replace(hpo, checkpoint=dataclasses.replace(hpo.checkpoint,
                                                                      auto_resume=True))
-    sampler, pruner = _sampler_and_pruner(hpo)
-    opened = open_study(hpo=resume, backbone=name, paths=paths,
-                        fingerprint_parts=fingerprint(hpo, dataset.fingerprint),
-                        sampler=sampler, pruner=pruner)
+    run = open_run(resume, name, url, local, fingerprint(hpo, dataset.fingerprint),
+                   tracker or SweepTracker(None))
     try:
-        tracker = SweepTracker(tracking)
-        tracker.parent_id = opened.study.user_attrs.get(PARENT_ATTR)
-        scores = score_kept_models(opened.study, models_root(paths, opened.study_name),
-                                   dataset.test, cfg.train, tracker, trial=trial,
-                                   again=trial is not None)
-        best = info["best_trial"]
+        yield run, dataset
     finally:
-        _snapshot(opened.paths)
-        opened.close()
+        snapshot_all(run.opened.paths, None)
+        run.opened.close()
+
+
+def evaluate_study(cfg: Any, *, backbone: str | None = None, output_dir: Path | str | None = None,
+                   trial: int | None = None, dataset_path: Path | str | None = None,
+                   split_files: dict[str, Any] | None = None, tracking: Any = None,
+                   runtime: Any = None, storage_url: str | None = None,
+                   ) -> tuple[dict[int, dict[str, Any]], int | None]:
+    """Score a finished study's kept models on test (``trial``: only that one, scored again).
+
+    Writes to the study: a SQLite study takes the study lock (refused while a sweep runs it);
+    a shared study takes the advisory lock its workers use. Returns the scores by trial and
+    the best trial's number.
+    """
+    from .schema import MLFLOW_PARENT_RUN_ID
+    from .study import count_states
+    from .tracking import SweepTracker
+
+    tracker = SweepTracker(tracking)
+    with open_finished(cfg, backbone=backbone, output_dir=output_dir,
+                       dataset_path=dataset_path, split_files=split_files, runtime=runtime,
+                       storage_url=storage_url, tracker=tracker) as (run, dataset):
+        study = run.opened.study
+        tracker.parent_id = study.user_attrs.get(MLFLOW_PARENT_RUN_ID)
+        with _scores_lock(run.opened):
+            scores = score_kept_models(study, run.layout.models_root, dataset.test, cfg.train,
+                                       tracker, trial=trial, again=trial is not None)
+        best = study.best_trial.number if count_states(study)["COMPLETE"] else None
     return scores, best
+
+
+def _scores_lock(opened: Any) -> Any:
+    """Shared studies: one worker at a time reads and writes ``test_scores``."""
+    return opened.shared.exclusive(TEST_SCORES) if opened.shared is not None \
+        else contextlib.nullcontext()
+
+
+def record_data(study: Any, prep: Any) -> None:
+    """Log the windows of each split and store the data summary (shown by ``status``)."""
+    from .data import data_summary
+
+    if len(prep.folds) != 1:
+        return
+    windows = {"train": len(prep.folds[0][0]), "validation": len(prep.folds[0][2])}
+    logger.info("Windows: train %d, validation %d", windows["train"], windows["validation"])
+    study.set_user_attr(DATA, data_summary(prep.dataset, windows))
+
+
+def after_sweep(sweep: Any, backbone: str) -> None:
+    """After a finished sweep: score the kept models on test, then refit (``refit: true``).
+
+    Nothing happens after an interrupt; a refit interrupted in turn marks the outcome so.
+    """
+    outcome, layout, opened = sweep.outcome, sweep.layout, sweep.opened
+    if outcome.interrupted:
+        return
+    if layout.models_root is not None:
+        with _scores_lock(opened):
+            score_kept_models(sweep.study, layout.models_root, sweep.prep.dataset.test,
+                              sweep.cfg.train, sweep.tracker)
+        outcome.test_scores = sweep.study.user_attrs.get(TEST_SCORES) or {}
+    if sweep.hpo.refit and opened.paths is not None and layout.refit_root is not None:
+        from .refit import refit_study
+
+        with sweep.stop.installed():
+            outcome.refit = refit_study(sweep.study, layout, sweep.cfg, sweep.prep.dataset,
+                                        backbone=backbone, should_stop=sweep.stop.is_set)
+        outcome.interrupted = outcome.refit is None

@@ -2,10 +2,11 @@
 
 Refit trains a fresh model with the best COMPLETE trial's params for its ``best_epoch`` epochs
 on the training and validation documents together, as a resumable job: it checkpoints into
-``refit/<study>/checkpoints`` (every epoch, and every ``checkpoint_every_steps`` steps), so a
+the layout's ``refit_checkpoints`` (every epoch, and every ``checkpoint_every_steps`` steps), so a
 killed refit continues from its last checkpoint with the same result. When done it exports a
-Hugging Face folder ``refit/<study>/model`` (weights, tokenizer, ``id2label``, ``metrics.json``,
-a model card ``README.md``) and stores its test scores on the study (user attr ``refit``).
+Hugging Face folder, the layout's ``refit_model`` (weights, tokenizer, ``id2label``,
+``metrics.json``, a model card ``README.md``), and stores its test scores on the study
+(user attr ``refit``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HpoHelpersError
+from .layout import StudyLayout, backbone_cache
+from .schema import BEST_EPOCH, REFIT, RETRY_ROOT
 
 __all__ = ["refit", "refit_study"]
 
 logger = logging.getLogger(__name__)
 
-REFIT_ATTR = "refit"
 
 
 def _best_params(study: Any, hpo: Any) -> tuple[Any, dict[str, Any], int]:
@@ -35,14 +37,14 @@ def _best_params(study: Any, hpo: Any) -> tuple[Any, dict[str, Any], int]:
     best = study.best_trial
     params = {p.name: p.value if p.type == "fixed" else best.params[p.name]
               for p in hpo.search_space}
-    epochs = int(best.user_attrs.get("best_epoch", params["epochs"]))
-    return best, {**params, "epochs": epochs}, int(best.user_attrs.get("retry_root",
+    epochs = int(best.user_attrs.get(BEST_EPOCH, params["epochs"]))
+    return best, {**params, "epochs": epochs}, int(best.user_attrs.get(RETRY_ROOT,
                                                                       best.number))
 
 
-def refit_study(study: Any, study_name: str, root: Path, cfg: Any, dataset: Any, *,
+def refit_study(study: Any, layout: StudyLayout, cfg: Any, dataset: Any, *,
                 backbone: str, should_stop: Any = None) -> dict[str, Any] | None:
-    """Run (or resume, or return the finished) refit of ``study`` under ``root``.
+    """Run (or resume, or return the finished) refit of ``study`` in its layout's refit folder.
 
     Returns the stored result, or None when ``should_stop`` interrupted it (checkpoint kept).
     """
@@ -53,18 +55,20 @@ def refit_study(study: Any, study_name: str, root: Path, cfg: Any, dataset: Any,
     from .train import fit, params_match
 
     best, params, seed_root = _best_params(study, cfg.hpo)
-    export = root / "model"
-    done = study.user_attrs.get(REFIT_ATTR)
+    root, export, ckpt_dir = layout.refit_root, layout.refit_model, layout.refit_checkpoints
+    if root is None or export is None or ckpt_dir is None:
+        raise HpoHelpersError(f"study {layout.study_name} is not kept on disk, so it has no "
+                              "refit folder. Fix: run it with checkpoint.enabled: true.")
+    done = study.user_attrs.get(REFIT)
     if done and (export / "config.json").is_file() and params_match(done["params"], params):
         logger.info("Refit already done: %s (test F1 %.4f)", export, done["test"]["f1"])
         return done
     docs = list(dataset.train) + list(dataset.validation)
     bb = load_backbone(backbone, cfg.config_dir, texts=[" ".join(d.words) for d in dataset.train],
-                       cache_dir=root / "backbone")
+                       cache_dir=backbone_cache(root, backbone, dataset.fingerprint))
     label2id = {lab: i for i, lab in enumerate(dataset.labels)}
     windows = encode_documents(docs, bb.tokenizer, label2id, max_length=cfg.train.max_length,
                                stride=cfg.train.stride)
-    ckpt_dir = root / "checkpoints"
     seed = cfg.train.seed + seed_root
     logger.info("Refit of trial %d: %d epochs on %d documents (train+validation), params %s, "
                 "checkpoints %s", best.number, params["epochs"], len(docs),
@@ -85,7 +89,7 @@ def refit_study(study: Any, study_name: str, root: Path, cfg: Any, dataset: Any,
     bb.tokenizer.save_pretrained(tmp)
     scores = score_model(tmp, dataset.test, cfg.train)
     stored = {"trial": best.number, "params": params, "test": scores,
-              "validation_f1": best.value, "study": study_name,
+              "validation_f1": best.value, "study": layout.study_name,
               "documents": len(docs), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "path": str(export)}
     (tmp / "metrics.json").write_text(json.dumps(stored, indent=1, sort_keys=True))
@@ -93,7 +97,7 @@ def refit_study(study: Any, study_name: str, root: Path, cfg: Any, dataset: Any,
     if export.exists():
         shutil.rmtree(export)
     os.replace(tmp, export)
-    study.set_user_attr(REFIT_ATTR, stored)
+    study.set_user_attr(REFIT, stored)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("Refit exported: %s (test F1 %.4f, macro F1 %.4f)", export, scores["f1"],
                 scores["macro_f1"])
@@ -153,37 +157,16 @@ def refit(cfg: Any, *, backbone: str | None = None, output_dir: Path | str | Non
           dataset_path: Path | str | None = None, split_files: dict[str, Any] | None = None,
           runtime: Any = None) -> dict[str, Any] | None:
     """``python -m hpo_helpers refit``: refit a study's best trial (takes the study lock)."""
-    import dataclasses
+    from .evaluate import open_finished
+    from .stopping import StopRequest
 
-    from .evaluate import refit_root
-    from .paths import resolve
-    from .runtime import detect
-    from .study import fingerprint, open_study
-    from .sweep import _sampler_and_pruner, _snapshot, _StopRequest, load_data, status
-
-    hpo = cfg.hpo
-    name = backbone or hpo.backbone
-    runtime = runtime or detect()
-    info = status(cfg, backbone=name, output_dir=output_dir, runtime=runtime)
-    if not info["exists"] or not hpo.checkpoint.enabled:
-        raise HpoHelpersError(f"no study {info['study_name']} at {info['checkpoint_path']}. "
-                              "Fix: run the sweep first (checkpoint.enabled: true), or pass "
-                              "its --output-dir/--backbone.")
-    dataset = load_data(cfg, dataset_path, split_files)
-    paths = resolve(runtime, backbone=name, storage_path=hpo.checkpoint.storage_path,
-                    output_dir=output_dir)
-    resume = dataclasses.replace(hpo, checkpoint=dataclasses.replace(hpo.checkpoint,
-                                                                     auto_resume=True))
-    sampler, pruner = _sampler_and_pruner(hpo)
-    opened = open_study(hpo=resume, backbone=name, paths=paths,
-                        fingerprint_parts=fingerprint(hpo, dataset.fingerprint),
-                        sampler=sampler, pruner=pruner)
-    stop = _StopRequest()
-    try:
+    stop = StopRequest()
+    with open_finished(cfg, backbone=backbone, output_dir=output_dir, dataset_path=dataset_path,
+                       split_files=split_files, runtime=runtime) as (run, dataset):
+        if run.opened.shared is not None or run.layout.refit_root is None:
+            raise HpoHelpersError(f"{cfg.hpo.source}: refit runs on a study kept on disk "
+                                  "(SQLite), not on a shared one. Fix: refit with a config "
+                                  "without storage_url.")
         with stop.installed():
-            return refit_study(opened.study, opened.study_name,
-                               refit_root(paths, opened.study_name), cfg, dataset,
-                               backbone=name, should_stop=stop.is_set)
-    finally:
-        _snapshot(opened.paths)
-        opened.close()
+            return refit_study(run.opened.study, run.layout, cfg, dataset,
+                               backbone=backbone or cfg.hpo.backbone, should_stop=stop.is_set)

@@ -16,6 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .schema import INTERRUPTED, RETRY_OF, TEST_SCORES
+
 __all__ = ["figures", "load_study", "write_report"]
 
 logger = logging.getLogger(__name__)
@@ -48,12 +50,12 @@ def _history(study: Any, plt: Any) -> Any:
     best, best_line = None, []
     for t in trials:
         if t.state.name == "COMPLETE" and t.value is not None:
-            groups["retry" if "retry_of" in t.user_attrs else "complete"].append(
+            groups["retry" if RETRY_OF in t.user_attrs else "complete"].append(
                 (t.number, t.value))
             best = t.value if best is None else max(best, t.value)
         elif t.state.name == "PRUNED" and _last(t) is not None:
             groups["pruned"].append((t.number, _last(t)))
-        elif t.user_attrs.get("interrupted"):
+        elif t.user_attrs.get(INTERRUPTED):
             groups["interrupted"].append((t.number, _last(t) or 0.0))
         if best is not None:
             best_line.append((t.number, best))
@@ -125,7 +127,7 @@ def _params(study: Any, plt: Any, log_params: set[str]) -> Any | None:
 
 
 def _test_per_type(study: Any, plt: Any) -> Any | None:
-    tested = study.user_attrs.get("test_scores") or {}
+    tested = study.user_attrs.get(TEST_SCORES) or {}
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not done or str(study.best_trial.number) not in tested:
         return None
@@ -150,7 +152,7 @@ def _backbones(studies: dict[str, Any], plt: Any) -> Any | None:
         if not done:
             continue
         best = study.best_trial
-        test = (study.user_attrs.get("test_scores") or {}).get(str(best.number), {})
+        test = (study.user_attrs.get(TEST_SCORES) or {}).get(str(best.number), {})
         rows.append((name, best.value, test.get("f1")))
     if len(rows) < 2:
         return None
@@ -206,8 +208,8 @@ def load_study(cfg: Any, *, backbone: str | None = None, output_dir: Path | str 
     """The study of ``cfg`` (and ``backbone``), read without its lock; None when absent."""
     import optuna
 
+    from .status import status, storage_url_for, study_paths
     from .study import sqlite_storage
-    from .sweep import status, storage_url_for
 
     info = status(cfg, backbone=backbone, output_dir=output_dir, runtime=runtime)
     if not info["exists"]:
@@ -216,11 +218,8 @@ def load_study(cfg: Any, *, backbone: str | None = None, output_dir: Path | str 
     if url:
         storage = optuna.storages.RDBStorage(url)
     else:
-        from .paths import resolve
-        from .runtime import detect
-
-        paths = resolve(runtime or detect(), backbone=info["backbone"],
-                        storage_path=cfg.hpo.checkpoint.storage_path, output_dir=output_dir)
+        paths = study_paths(cfg, backbone=info["backbone"], output_dir=output_dir,
+                            runtime=runtime)
         db = paths.working_db if paths.working_db.exists() else paths.durable_db
         storage = sqlite_storage(db)
     return optuna.load_study(study_name=info["study_name"], storage=storage)

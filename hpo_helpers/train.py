@@ -12,7 +12,6 @@ import functools
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,18 +20,18 @@ from typing import Any
 
 from . import faults
 from .backbones import Backbone
-from .checkpoints import latest_checkpoint, quarantine, read_state, write_checkpoint
+from .checkpoints import quarantine, read_state, resume_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .data import Document
 from .encoding import IGNORE, Window, merge_predictions
 from .errors import CheckpointError
+from .layout import StudyLayout
 from .metrics import entity_scores
 
 __all__ = ["FitResult", "evaluate", "fit", "params_match"]
 
 logger = logging.getLogger(__name__)
 
-BEST_MODEL_DIR = "best-model"
 
 
 @dataclass
@@ -230,7 +229,7 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
     start_epoch, start_step = 0, 0
     loss_sum, loss_n = 0.0, 0  # running train loss of the current epoch
     torch.manual_seed(seed + 1)  # dropout stream of a fresh trial
-    ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    ckpt = resume_checkpoint(checkpoint_dir) if checkpoint_dir else None
     if ckpt is not None:
         model_state, training, state = read_state(ckpt)
         if not params_match(state.get("params", {}), params):
@@ -325,7 +324,7 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         if metrics.get(metric, 0.0) > result.best_f1:
             result.best_f1 = float(metrics.get(metric, 0.0))
             if checkpoint_dir is not None:
-                _save_best(model, backbone, checkpoint_dir / BEST_MODEL_DIR, metrics)
+                _save_best(model, backbone, StudyLayout.best_model_dir(checkpoint_dir), metrics)
         save(epoch + 1, 0)
         logger.info("Epoch %d/%d: train loss %.4f, validation F1 %.4f", epoch + 1, epochs,
                     metrics["train_loss"], metrics["f1"])
@@ -340,18 +339,12 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
 def _save_best(model: Any, backbone: Backbone, target: Path, metrics: dict[str, Any]) -> None:
     """Write the trial's best model as a Hugging Face folder, replacing the previous one."""
     import json
-    import os
 
-    for leftover in target.parent.glob(target.name + ".tmp-*"):  # a killed earlier write
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    backbone.tokenizer.save_pretrained(tmp)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    from .durable import write_folder
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        backbone.tokenizer.save_pretrained(tmp)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+
+    write_folder(target, fill)

@@ -241,8 +241,7 @@ def _report(args: argparse.Namespace) -> int:
         out = resolve(detect(), backbone=args.backbone or cfg.hpo.backbone,
                       storage_path=cfg.hpo.checkpoint.storage_path,
                       output_dir=args.output_dir).durable_db.parent / "report"
-    log = {p.name for p in cfg.hpo.search_space if p.type == "loguniform"}
-    for path in write_report(studies, out, log):
+    for path in write_report(studies, out):
         print(path)
     return 0
 

@@ -16,13 +16,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .schema import INTERRUPTED, RETRY_OF, TEST_SCORES
+from .schema import FINGERPRINT, INTERRUPTED, RETRY_OF, TEST_SCORES
 
-__all__ = ["figures", "load_study", "write_report"]
+__all__ = ["figures", "load_study", "log_params", "objective_label", "write_report"]
 
 logger = logging.getLogger(__name__)
 
 VAL = "validation F1 (strict)"
+VAL_MACRO = "validation macro F1 (strict)"
+
+
+def objective_label(study: Any) -> str:
+    """The axis name of the study's objective: validation (macro) F1, strict."""
+    parts = study.user_attrs.get(FINGERPRINT) or {}
+    metric = (parts.get("objective") or {}).get("metric", "f1")
+    return VAL_MACRO if metric == "macro_f1" else VAL
+
+
+def log_params(study: Any) -> set[str]:
+    """Hyperparameters the study searched on a log scale (from its recorded search space)."""
+    space = (study.user_attrs.get(FINGERPRINT) or {}).get("search_space") or {}
+    return {name for name, p in space.items() if p.get("type") == "loguniform"}
 
 
 def _plt() -> Any:
@@ -41,6 +55,7 @@ def _last(trial: Any) -> float | None:
 
 
 def _history(study: Any, plt: Any) -> Any:
+    val = objective_label(study)
     from matplotlib.ticker import MaxNLocator
 
     trials = study.get_trials(deepcopy=False)
@@ -70,15 +85,16 @@ def _history(study: Any, plt: Any) -> Any:
     if best_line:
         ax.step(*zip(*best_line), where="post", color="tab:green", label="best so far")
     ax.set_xlabel("trial number")
-    ax.set_ylabel(VAL)
+    ax.set_ylabel(val)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{study.study_name}: {VAL} by trial")
+    ax.set_title(f"{study.study_name}: {val} by trial")
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
     return fig
 
 
 def _learning_curves(study: Any, plt: Any) -> Any:
+    val = objective_label(study)
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -95,7 +111,7 @@ def _learning_curves(study: Any, plt: Any) -> Any:
         if pruned:
             ax.scatter([x[-1]], [y[-1]], marker="x", color=line.get_color(), s=60, zorder=3)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(VAL)
+    ax.set_ylabel(val)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{study.study_name}: learning curves (x: pruned)")
     if len(ax.lines) <= 12:
@@ -104,7 +120,8 @@ def _learning_curves(study: Any, plt: Any) -> Any:
     return fig
 
 
-def _params(study: Any, plt: Any, log_params: set[str]) -> Any | None:
+def _params(study: Any, plt: Any, log_scale: set[str]) -> Any | None:
+    val = objective_label(study)
     done = [t for t in study.get_trials(deepcopy=False)
             if t.state.name == "COMPLETE" and t.value is not None]
     names = sorted({k for t in done for k in t.params})
@@ -115,13 +132,13 @@ def _params(study: Any, plt: Any, log_params: set[str]) -> Any | None:
     for ax, name in zip(axes[0], names):
         pts = [(t.params[name], t.value) for t in done if name in t.params]
         ax.scatter(*zip(*pts), color="tab:blue")
-        if name in log_params:
+        if name in log_scale:
             ax.set_xscale("log")
-        ax.set_xlabel(name + (" (log scale)" if name in log_params else ""))
+        ax.set_xlabel(name + (" (log scale)" if name in log_scale else ""))
         ax.tick_params(axis="x", labelrotation=45, labelsize="small")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(VAL)
-    fig.suptitle(f"{study.study_name}: {VAL} by hyperparameter")
+    axes[0][0].set_ylabel(val)
+    fig.suptitle(f"{study.study_name}: {val} by hyperparameter")
     fig.tight_layout()
     return fig
 
@@ -158,7 +175,8 @@ def _backbones(studies: dict[str, Any], plt: Any) -> Any | None:
         return None
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 3, 4))
     x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r[1] for r in rows], width=0.4, label=VAL)
+    val = objective_label(next(iter(studies.values())))
+    ax.bar([i - 0.2 for i in x], [r[1] for r in rows], width=0.4, label=val)
     ax.bar([i + 0.2 for i in x], [r[2] or 0.0 for r in rows], width=0.4, label="test F1 (strict)")
     ax.set_xticks(list(x), [r[0] for r in rows])
     ax.set_xlabel("study (backbone)")
@@ -169,15 +187,18 @@ def _backbones(studies: dict[str, Any], plt: Any) -> Any | None:
     return fig
 
 
-def figures(studies: dict[str, Any], log_params: set[str] | frozenset[str] = frozenset()
+def figures(studies: dict[str, Any], log_scale: set[str] | frozenset[str] | None = None
             ) -> dict[str, Any]:
-    """Matplotlib figures by file stem (``<study>_history`` ..., ``backbones``)."""
+    """Matplotlib figures by file stem (``<study>_history`` ..., ``backbones``).
+
+    ``log_scale``: parameters drawn on a log axis (default: those the study searched so)."""
     plt = _plt()
     out: dict[str, Any] = {}
     for name, study in studies.items():
         for kind, fig in (("history", _history(study, plt)),
                           ("learning_curves", _learning_curves(study, plt)),
-                          ("params", _params(study, plt, set(log_params))),
+                          ("params", _params(study, plt, log_params(study)
+                                             if log_scale is None else set(log_scale))),
                           ("test_per_type", _test_per_type(study, plt))):
             if fig is not None:
                 out[f"{name}_{kind}"] = fig
@@ -188,13 +209,13 @@ def figures(studies: dict[str, Any], log_params: set[str] | frozenset[str] = fro
 
 
 def write_report(studies: dict[str, Any], out_dir: Path | str,
-                 log_params: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+                 log_scale: set[str] | frozenset[str] | None = None) -> list[Path]:
     """Write :func:`figures` as PNG files into ``out_dir``; returns their paths."""
     plt = _plt()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for stem, fig in figures(studies, log_params).items():
+    for stem, fig in figures(studies, log_scale).items():
         path = folder / f"{stem}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

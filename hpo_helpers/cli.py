@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpo_helpers run|status|make-demo-data``.
+"""Command line: ``python -m hpo_helpers <command>`` (run, status, evaluate, refit, predict, ...).
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
 traceback instead. That includes file-system refusals (an output folder that is a file or
@@ -48,13 +48,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset file or folder (default: data config path)")
+    for split in ("train", "validation", "test"):
+        p.add_argument(f"--{split}", help=f"{split} file (default: data config, else split "
+                       "off the training data)")
+
+
+def _split_args(args: argparse.Namespace) -> dict[str, str | None]:
+    return {k: getattr(args, k) for k in ("train", "validation", "test")}
+
+
+def _tracking(args: argparse.Namespace, cfg):  # noqa: ANN202 - TrackingSetup | None
+    if not args.mlflow_experiment:
+        return None
+    from .mlflow_setup import setup_mlflow_from_config
+
+    return setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
+                                    tracking_uri=args.tracking_uri)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hpo_helpers",
                                      description="Resumable HPO for resume NER")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run or resume a sweep")
     _common(run)
-    run.add_argument("--dataset", help="dataset file or folder (default: data config path)")
+    _data_args(run)
     run.add_argument("--max-trials", type=int, help="COMPLETE trials to reach (overrides config)")
     run.add_argument("--mlflow-experiment", help="track the sweep in this MLflow experiment")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: config/mlflow.yaml, "
@@ -65,6 +85,32 @@ def _parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     _common(dash)
     dash.add_argument("--port", type=int, default=8080)
+    ev = sub.add_parser("evaluate", help="score the kept models of a study on the test split")
+    _common(ev)
+    _data_args(ev)
+    ev.add_argument("--trial", type=int, help="score only this trial's kept model (again)")
+    ev.add_argument("--mlflow-experiment", help="also log the scores to this MLflow experiment")
+    ev.add_argument("--tracking-uri", help="MLflow tracking URI")
+    rf = sub.add_parser("refit", help="train the best params on train+validation and export "
+                        "the final model (resumable)")
+    _common(rf)
+    _data_args(rf)
+    rp = sub.add_parser("report", help="write the study's figures as PNG files")
+    _common(rp)
+    rp.add_argument("--compare", action="append", default=[], metavar="BACKBONE",
+                    help="another backbone's study to compare with (repeatable)")
+    rp.add_argument("--out", help="folder for the PNG files (default: report/ beside the "
+                    "study database)")
+    pr = sub.add_parser("predict", help="print the entities of resumes as JSON lines")
+    pr.add_argument("--model", required=True, help="model folder, or 'best' (needs --config)")
+    pr.add_argument("--input", required=True, help="text file (one resume), JSONL of "
+                    "{\"text\": ...}, or - for standard input")
+    pr.add_argument("--config", help="HPO config (for --model best and the window settings)")
+    pr.add_argument("--config-dir", help="config folder (default: the one holding train.yaml)")
+    pr.add_argument("--backbone", help="backbone of the study (--model best)")
+    pr.add_argument("--output-dir", help="durable output folder of the study (--model best)")
+    pr.add_argument("--storage-url", help=argparse.SUPPRESS)
+    pr.add_argument("--debug", action="store_true")
     demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default="dataset")
     demo.add_argument("--seed", type=int, default=7)
@@ -100,9 +146,12 @@ def _check_output_dir(value: str | None) -> None:
     if path.exists() and not path.is_dir():
         raise HpoHelpersError(f"--output-dir {shown!r} is a file, not a folder. Fix: pass a "
                               "folder (it is created when missing).")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise HpoHelpersError(f"--output-dir {shown!r} is not writable (Not a directory: "
+                              f"{ascii(str(existing))[1:-1]} is a file). Fix: pass a folder.")
+    try:  # probe the nearest existing folder: nothing is created before the run starts
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -135,15 +184,11 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     _check_output_dir(args.output_dir)
-    tracking = None
-    if args.mlflow_experiment:
-        from .mlflow_setup import setup_mlflow_from_config
-
-        tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
-                                            tracking_uri=args.tracking_uri)
+    tracking = _tracking(args, cfg)
     outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
                         output_dir=args.output_dir, tracking=tracking,
-                        storage_url=args.storage_url)
+                        storage_url=args.storage_url,
+                        split_files=_split_args(args))
     study = outcome.study
     from .study import count_states
 
@@ -154,6 +199,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"best F1: {study.best_value:.4f} (trial {study.best_trial.number}) "
               f"params: {json.dumps(study.best_params, sort_keys=True)}")
     print(mask(f"checkpoint: {outcome.checkpoint_path or 'disabled (in-memory study)'}"))
+    if counts["COMPLETE"] and str(study.best_trial.number) in outcome.test_scores:
+        from .evaluate import format_scores
+
+        print(format_scores(outcome.test_scores[str(study.best_trial.number)],
+                            f"test (trial {study.best_trial.number})"))
+    if outcome.refit:
+        print(f"refit of trial {outcome.refit['trial']} exported: {outcome.refit['path']} "
+              f"(test F1 {outcome.refit['test']['f1']:.4f})")
     if outcome.interrupted:
         print(mask(f"{outcome.stop_reason}: {resume_command(args)}"))
         if "$HPO_STORAGE_URL" in resume_command(args):
@@ -181,9 +234,94 @@ def _status(args: argparse.Namespace) -> int:
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
+    if info.get("test_f1") is not None:
+        print(f"  test F1 {info['test_f1']:.4f}, macro F1 {info['test_macro_f1']:.4f} (trial "
+              f"{info['best_trial']}): " + ", ".join(
+                  f"{k} {v:.3f}" for k, v in sorted(info["test_per_entity"].items())))
+    for split, d in (info.get("data") or {}).get("splits", {}).items():
+        print(f"  {split}: {d['documents']} documents, {d['entities']} entities"
+              + (f", {d['windows']} windows" if "windows" in d else "")
+              + (f" (capped: {d['capped']})" if d.get("capped") else ""))
     for w in info.get("workers", []):
         print(f"  worker {w['worker']}: trial {w['trial']}, last heartbeat "
               f"{w['heartbeat_age_s']} s ago")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_study, format_scores
+
+    cfg = _load(args)
+    scores, best = evaluate_study(cfg, backbone=args.backbone, output_dir=args.output_dir,
+                                  trial=args.trial, dataset_path=args.dataset,
+                                  split_files=_split_args(args), tracking=_tracking(args, cfg),
+                                  storage_url=args.storage_url)
+    if not scores:
+        print("no kept model to score (keep_top_k: 0, or no COMPLETE trial)")
+    for number, s in sorted(scores.items()):
+        if args.trial is None or number == args.trial:
+            print(format_scores(s, f"test (trial {number}{', best' if number == best else ''})"))
+    return 0
+
+
+def _refit(args: argparse.Namespace) -> int:
+    from .evaluate import format_scores
+    from .refit import refit
+
+    cfg = _load(args)
+    done = refit(cfg, backbone=args.backbone, output_dir=args.output_dir,
+                 dataset_path=args.dataset, split_files=_split_args(args))
+    if done is None:
+        print("refit interrupted: state saved. To resume, run the same command again.")
+        return 130
+    print(f"refit of trial {done['trial']} exported: {done['path']}")
+    print(format_scores(done["test"], "test (refit)"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import load_study, write_report
+
+    cfg = _load(args)
+    studies = {}
+    for name in [args.backbone or cfg.hpo.backbone, *args.compare]:
+        study = load_study(cfg, backbone=name, output_dir=args.output_dir)
+        if study is None:
+            raise HpoHelpersError(f"no study for backbone {name!r}. Fix: run its sweep first, "
+                                  "or pass its --output-dir.")
+        studies[study.study_name] = study
+    if args.out:
+        out = Path(args.out)
+    else:
+        from .paths import resolve
+        from .runtime import detect
+
+        out = resolve(detect(), backbone=args.backbone or cfg.hpo.backbone,
+                      storage_path=cfg.hpo.checkpoint.storage_path,
+                      output_dir=args.output_dir).durable_db.parent / "report"
+    for path in write_report(studies, out):
+        print(path)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .prediction import Predictor, read_inputs
+
+    cfg = _load(args) if args.config else None
+    if args.model == "best":
+        if cfg is None:
+            raise HpoHelpersError("--model best needs --config (the study to take it from). "
+                                  "Fix: add --config, or pass --model DIR.")
+        from .evaluate import best_model_dir
+
+        model = best_model_dir(cfg, backbone=args.backbone, output_dir=args.output_dir)
+    else:
+        model = Path(args.model)
+    windows = {"max_length": cfg.train.max_length, "stride": cfg.train.stride} if cfg else {}
+    predictor = Predictor(model, **windows)
+    for i, text in enumerate(read_inputs(args.input)):
+        for ent in predictor([text])[0]:
+            print(json.dumps({"doc": i, **ent.as_dict()}, ensure_ascii=False), flush=True)
     return 0
 
 
@@ -242,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
-               "make-demo-data": _demo}[args.command]
+               "make-demo-data": _demo, "evaluate": _evaluate,
+               "predict": _predict, "refit": _refit,
+               "report": _report}[args.command]
     try:
         _secrets_known(args)
         return handler(args)

@@ -55,6 +55,7 @@ __all__ = [
     "load_mlflow_config",
     "load_train_config",
     "load_yaml",
+    "type_name",
 ]
 
 #: Hyperparameters the trainer understands; each must be in the search space (range or literal).
@@ -78,7 +79,7 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    metric: str = field(default="f1", metadata=_rule(choices=("f1",)))
+    metric: str = field(default="f1", metadata=_rule(choices=("f1", "macro_f1")))
     direction: str = field(default="maximize", metadata=_rule(choices=("maximize",)))
 
 
@@ -118,6 +119,7 @@ class HpoConfig:
     k_folds: int | None = field(default=None, metadata=_rule(low=2, high=20))
     max_failed_trials: int = field(default=3, metadata=_rule(low=1))
     keep_top_k: int = field(default=3, metadata=_rule(low=0))
+    refit: bool = False  # after the sweep: best params on train+validation, exported
     train_config: str = "train.yaml"
     data_config: str = "data/demo.yaml"
     storage_url: str | None = None
@@ -167,15 +169,44 @@ class DataConfig:
     max_eval_documents: int | None = field(default=None, metadata=_rule(low=1))
     #: longer documents are dropped and counted (a 50 MB resume is an accident, not data)
     max_document_chars: int = field(default=200_000, metadata=_rule(low=1))
-    entity_types: tuple[str, ...] = ()
+    entity_types: tuple[str, ...] = ()  # () = auto: every (mapped) raw label is a type
     label_map: Mapping[str, str] = field(default_factory=dict)
+    drop_labels: tuple[str, ...] = ()
+    tag_column: int | None = field(default=None, metadata=_rule(low=1, high=100))
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+
+    @property
+    def auto_types(self) -> bool:
+        """True for ``entity_types: auto``: the types are the labels found in the data."""
+        return not self.entity_types
+
+    def dropped(self, raw_label: str) -> bool:
+        """Whether ``raw_label`` is listed in ``drop_labels`` (case-insensitive)."""
+        key = raw_label.strip().lower()
+        return any(key == d.strip().lower() for d in self.drop_labels)
 
     def canonical(self, raw_label: str) -> str | None:
-        """Canonical entity type for a raw label, or None when it is not mapped."""
+        """Canonical entity type for a raw label, or None when it is dropped or not mapped.
+
+        With ``entity_types: auto`` a label that ``label_map`` does not rename becomes a type of
+        its own (upper case, runs of other characters as ``_``: "Job title" -> JOB_TITLE).
+        """
         key = raw_label.strip()
+        if self.dropped(key):
+            return None
+        mapped = self.label_map.get(key) or self.label_map.get(key.lower())
+        if self.auto_types:
+            return type_name(mapped or key) or None
         if key.upper() in self.entity_types:
             return key.upper()
-        return self.label_map.get(key) or self.label_map.get(key.lower())
+        return mapped
+
+
+def type_name(raw_label: str) -> str:
+    """The entity type a raw label becomes under ``entity_types: auto`` ("" when none)."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", raw_label.strip()).strip("_").upper()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,13 +576,25 @@ def load_data_config(source: Path | str | Mapping[str, Any]) -> DataConfig:
     if isinstance(source, DataConfig):
         return source
     file, raw = _read(source, "<data_config>")
+    auto = raw.get("entity_types", "auto") == "auto"
+    if auto:
+        raw.pop("entity_types", None)
     problems = Problems(file)
     cfg = _build(DataConfig, raw, file, "", problems, source=file)
-    if not cfg.entity_types:
+    if not auto and not cfg.entity_types:
         with problems.check():
             raise _fail(file, "entity_types", list(cfg.entity_types), "is empty",
-                        "list the canonical entity types, e.g. [NAME, EMAIL, SKILL]")
-    bad = sorted({v for v in cfg.label_map.values() if v not in cfg.entity_types})
+                        "write entity_types: auto (the labels found in the data) or list the "
+                        "canonical entity types, e.g. [NAME, EMAIL, SKILL]")
+    if auto:
+        empty = sorted({v for v in cfg.label_map.values() if not type_name(v)})
+        if empty:
+            with problems.check():
+                raise _fail(file, "label_map", empty, "maps onto empty type names",
+                            "map each raw label onto a name with letters or digits, e.g. "
+                            "'Skills: SKILL'")
+    bad = [] if auto else sorted({v for v in cfg.label_map.values()
+                                  if v not in cfg.entity_types})
     if bad:
         with problems.check():
             raise _fail(file, "label_map", bad, "maps onto types missing from entity_types",

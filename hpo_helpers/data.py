@@ -4,14 +4,20 @@ Formats, detected from the content (or forced with ``format:`` in the data confi
 
 * ``json``: a JSON list of ``{"text": str, "annotations": [[start, end_exclusive, "LABEL"], ...]}``
   (the format of the committed demo data);
-* ``dataturks``: JSONL, one ``{"content": str, "annotation": [{"label": [...], "points":
-  [{"start": int, "end": int_inclusive, "text": str}]}]}`` per line;
-* ``conll``: ``token TAG`` per line, a blank line between documents.
+* ``dataturks``: one ``{"content": str, "annotation": [{"label": [...], "points":
+  [{"start": int, "end": int_inclusive, "text": str}]}]}`` per line (JSONL), or a JSON list of
+  them (an export saved as one JSON document);
+* ``conll``: one token per line with its tag in one of the columns (``tag_column``, or the only
+  column that holds tags), a blank line between documents; IOB1/IOB2/BIOES/BILOU tags are
+  converted to IOB2.
 
-Character spans are cleaned the same way for both JSON formats: offsets that do not match the
-quoted text are realigned to the nearest occurrence or dropped, surrounding whitespace is trimmed,
-overlaps are resolved deterministically (longer span wins, then the earlier one), and raw labels
-are mapped onto the canonical entity types. Every repair is counted and reported, never silent.
+Labels: with ``entity_types: auto`` every raw label becomes a type (``label_map`` renames and
+merges, ``drop_labels`` removes); with a fixed list, labels outside it are dropped. Character
+spans are cleaned the same way for both JSON formats: offsets that do not match the quoted text
+are realigned to the nearest occurrence or dropped, surrounding whitespace is trimmed, overlaps
+are resolved deterministically (longer span wins, then the earlier one), and a word glued to an
+entity ("Solutions-Infosys") is split at the entity's boundary. Every repair and drop is counted
+in entities, and the counts reconcile: raw entities = kept + each drop reason.
 
 Hostile input is refused or contained (issue 11): a document longer than ``max_document_chars``
 (data config, default 200,000 characters) is dropped and counted before it is split into words,
@@ -21,18 +27,20 @@ a file with nothing left is an error, and JSON nested too deeply is a :class:`Da
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DataConfig
-from .errors import DataError
+from .config import Configs, DataConfig, type_name
+from .errors import ConfigError, DataError
 
 __all__ = [
     "DataReport",
@@ -40,16 +48,21 @@ __all__ = [
     "Document",
     "detect_format",
     "kfold_split",
+    "config_files",
+    "data_summary",
     "label_list",
+    "load_data",
     "load_dataset",
     "read_file",
+    "split_files",
+    "word_spans",
     "words_and_tags",
 ]
 
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\w+(?:['.\-/+#]\w+)*\+*#?|[^\w\s]")
-_TAG = re.compile(r"^(O|[BI]-\S+)$")
+_TAG = re.compile(r"^(O|[BIESLU]-\S+)$")
 _SPLIT_NAMES = {
     "train": ("train",),
     "validation": ("validation", "val", "dev", "valid"),
@@ -58,6 +71,7 @@ _SPLIT_NAMES = {
 _TOO_DEEP = ("JSON nested too deeply to be a dataset. Fix: documents are flat objects; check "
              "that this is the right file.")
 _SUFFIXES = (".json", ".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -69,44 +83,100 @@ class Document:
     tags: tuple[str, ...]
 
 
+#: Drop reasons of :class:`DataReport`, in the order reports list them.
+DROP_REASONS = {
+    "empty_labels": "empty label",
+    "dropped_labels": "in drop_labels",
+    "unmapped": "label not in entity_types / label_map",
+    "dropped_offsets": "offsets match no text",
+    "overlaps_resolved": "overlaps a longer span",
+    "no_words": "covers no word",
+}
+
+
 @dataclass
 class DataReport:
-    """Counts of everything the reader repaired or dropped in one file."""
+    """Counts of what one file held, what was kept, repaired and dropped (in entities).
+
+    ``raw_entities == entities + sum(drop_counts().values())`` always holds (see
+    :attr:`reconciles`).
+    """
 
     file: str
     format: str = ""
     documents: int = 0
+    words: int = 0
+    raw_entities: int = 0
     entities: int = 0
+    per_type: Counter = field(default_factory=Counter)
+    raw_labels: Counter = field(default_factory=Counter)
     trimmed: int = 0
     realigned: int = 0
+    split_words: int = 0
+    repaired_tags: int = 0
+    converted_tags: int = 0
+    tag_column: int | None = None
     dropped_offsets: int = 0
     overlaps_resolved: int = 0
-    repaired_tags: int = 0
     empty_labels: int = 0
-    oversized: int = 0
+    oversized: int = 0  # documents, dropped before their entities are read
+    no_words: int = 0
     unmapped: Counter = field(default_factory=Counter)
+    dropped_labels: Counter = field(default_factory=Counter)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Entities dropped, per reason (every reason listed, zeros included)."""
+        out = {}
+        for name in DROP_REASONS:
+            value = getattr(self, name)
+            out[name] = sum(value.values()) if isinstance(value, Counter) else int(value)
+        return out
+
+    @property
+    def reconciles(self) -> bool:
+        return self.raw_entities == self.entities + sum(self.drop_counts().values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "format": self.format, "documents": self.documents,
+                "words": self.words, "raw_entities": self.raw_entities,
+                "entities": self.entities, "per_type": dict(sorted(self.per_type.items())),
+                "dropped": self.drop_counts(), "unmapped": dict(self.unmapped),
+                "dropped_labels": dict(self.dropped_labels),
+                "oversized_documents": self.oversized,
+                "repairs": {"trimmed": self.trimmed, "realigned": self.realigned,
+                            "split_words": self.split_words,
+                            "repaired_tags": self.repaired_tags,
+                            "converted_tags": self.converted_tags}}
 
     def summary(self) -> str:
-        parts = [f"{self.file} ({self.format}): {self.documents} documents, "
-                 f"{self.entities} entities kept"]
+        parts = [f"{self.file} ({self.format}"
+                 + (f", tags in column {self.tag_column}" if self.tag_column else "")
+                 + f"): {self.documents} documents, {self.words} words, {self.raw_entities} "
+                 f"entities read, {self.entities} kept "
+                 f"({', '.join(f'{k} {v}' for k, v in sorted(self.per_type.items())) or 'none'})"]
         for name, n in (("trimmed whitespace of", self.trimmed),
                         ("realigned", self.realigned),
+                        ("split glued words at entity boundaries", self.split_words),
+                        ("repaired IOB tags", self.repaired_tags),
+                        ("converted BIOES/BILOU tags", self.converted_tags),
                         ("dropped (offsets match no text)", self.dropped_offsets),
                         ("resolved overlaps, dropping", self.overlaps_resolved),
-                        ("repaired IOB tags", self.repaired_tags),
                         ("dropped spans with an empty label", self.empty_labels),
+                        ("dropped spans that cover no word", self.no_words),
                         ("dropped documents over max_document_chars", self.oversized)):
             if n:
                 parts.append(f"{name} {n}")
-        if self.unmapped:
-            top = ", ".join(f"{k!r}: {v}" for k, v in sorted(self.unmapped.items()))
-            parts.append(f"dropped {sum(self.unmapped.values())} unmapped labels ({top})")
+        for what, counter in (("unmapped", self.unmapped), ("drop_labels", self.dropped_labels)):
+            if counter:
+                top = ", ".join(f"{k!r}: {v}" for k, v in sorted(counter.items()))
+                label = "unmapped labels" if what == "unmapped" else "labels in drop_labels"
+                parts.append(f"dropped {sum(counter.values())} {label} ({top})")
         return "; ".join(parts)
 
     @property
     def lossy(self) -> bool:
-        return bool(self.dropped_offsets or self.overlaps_resolved or self.empty_labels
-                    or self.unmapped or self.oversized)
+        return bool(self.oversized) or any(v for k, v in self.drop_counts().items()
+                                           if k != "dropped_labels")
 
 
 @dataclass(frozen=True)
@@ -117,6 +187,7 @@ class Dataset:
     entity_types: tuple[str, ...]
     fingerprint: str
     reports: tuple[DataReport, ...] = ()
+    splits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -135,31 +206,63 @@ def label_list(entity_types: tuple[str, ...] | list[str]) -> list[str]:
 # Character spans -> words + tags
 
 
+def word_spans(text: str, cuts: list[int] | tuple[int, ...] = ()) -> list[tuple[int, int]]:
+    """Character ``(start, end)`` of the words of ``text``; a word is also split at ``cuts``.
+
+    Prediction uses this without cuts; training cuts at entity boundaries so that an entity
+    glued to other text by punctuation ("Solutions-Infosys") keeps its own words.
+    """
+    bounds = sorted(set(cuts))
+    out: list[tuple[int, int]] = []
+    for m in _WORD.finditer(text):
+        ws, we = m.span()
+        i = bisect.bisect_right(bounds, ws)
+        inner = [c for c in bounds[i:bisect.bisect_left(bounds, we)] if ws < c < we]
+        if not inner:
+            out.append((ws, we))
+            continue
+        edges = [ws, *inner, we]
+        for a, b in zip(edges, edges[1:]):
+            out.extend(p.span() for p in _WORD.finditer(text, a, b))
+    return out
+
+
 def words_and_tags(text: str, spans: list[tuple[int, int, str]]) -> tuple[list[str], list[str]]:
     """Split ``text`` into words and tag them IOB2 from non-overlapping ``spans``.
 
     A word belongs to a span when they share at least one character; the first word of a span
-    gets ``B-``, the following ones ``I-``.
+    gets ``B-``, the following ones ``I-``. Words are split at span boundaries first.
     """
     words: list[str] = []
     tags: list[str] = []
     ordered = sorted(spans)
     j = 0
     current: int | None = None
-    for m in _WORD.finditer(text):
-        ws, we = m.start(), m.end()
+    for ws, we in word_spans(text, [c for s in ordered for c in s[:2]]):
         while j < len(ordered) and ordered[j][1] <= ws:
             j += 1
         tag = "O"
         if j < len(ordered) and ordered[j][0] < we:
-            s_start, _, label = ordered[j]
-            tag = ("I-" if current == j else "B-") + label
+            tag = ("I-" if current == j else "B-") + ordered[j][2]
             current = j
         else:
             current = None
-        words.append(m.group())
+        words.append(text[ws:we])
         tags.append(tag)
     return words, tags
+
+
+def _map_label(label: str, cfg: DataConfig, report: DataReport) -> str | None:
+    """The type of one raw entity, counting it (raw, and dropped when it has no type)."""
+    report.raw_entities += 1
+    if not label.strip():
+        report.empty_labels += 1
+        return None
+    report.raw_labels[label] += 1
+    canonical = cfg.canonical(label)
+    if canonical is None:
+        (report.dropped_labels if cfg.dropped(label) else report.unmapped)[label] += 1
+    return canonical
 
 
 def _clean_spans(text: str, raw: list[tuple[int, int, str | None, str | None]],
@@ -167,12 +270,8 @@ def _clean_spans(text: str, raw: list[tuple[int, int, str | None, str | None]],
     """Map labels, realign, trim and de-overlap spans given as (start, end_excl, label, text)."""
     cleaned: list[tuple[int, int, str]] = []
     for start, end, label, quoted in raw:
-        if label is None or not str(label).strip():
-            report.empty_labels += 1
-            continue
-        canonical = cfg.canonical(str(label))
+        canonical = _map_label("" if label is None else str(label), cfg, report)
         if canonical is None:
-            report.unmapped[str(label)] += 1
             continue
         in_range = 0 <= start < end <= len(text)
         if quoted is not None and quoted.strip() and (not in_range or text[start:end] != quoted):
@@ -207,16 +306,33 @@ def _clean_spans(text: str, raw: list[tuple[int, int, str | None, str | None]],
     return sorted(kept)
 
 
+def _count(doc: Document, report: DataReport) -> Document:
+    report.documents += 1
+    report.words += len(doc.words)
+    for t in doc.tags:
+        if t.startswith("B-"):
+            report.per_type[t[2:]] += 1
+            report.entities += 1
+    return doc
+
+
 def _document(doc_id: str, text: str, spans: list[tuple[int, int, str]],
               report: DataReport) -> Document:
     words, tags = words_and_tags(text, spans)
-    report.documents += 1
-    report.entities += sum(t.startswith("B-") for t in tags)
-    return Document(doc_id, tuple(words), tuple(tags))
+    plain = len(word_spans(text))
+    report.split_words += max(0, len(words) - plain)
+    doc = _count(Document(doc_id, tuple(words), tuple(tags)), report)
+    report.no_words += len(spans) - sum(t.startswith("B-") for t in tags)
+    return doc
 
 
 # ----------------------------------------------------------------------------------------------
 # Readers
+
+
+def _is_dataturks_list(items: Any) -> bool:
+    return (isinstance(items, list) and bool(items) and isinstance(items[0], dict)
+            and "content" in items[0] and "text" not in items[0])
 
 
 def detect_format(path: Path, text: str) -> str:
@@ -226,18 +342,23 @@ def detect_format(path: Path, text: str) -> str:
         raise DataError(f"{path}: the file is empty. Fix: point the dataset at a file with "
                         "documents (JSON list, DataTurks JSONL or CoNLL).")
     if stripped[0] == "[":
-        return "json"
+        try:
+            items = json.loads(stripped)
+        except (json.JSONDecodeError, RecursionError):
+            return "json"  # the JSON reader names the line (or says it is nested too deeply)
+        return "dataturks" if _is_dataturks_list(items) else "json"
     if stripped[0] == "{":
         return "dataturks"
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("-DOCSTART-"):
             continue
-        cols = line.rsplit(None, 1)  # not split(): a 50 MB line must not become 8M strings
-        if len(cols) < 2 or not _TAG.match(cols[-1]):
+        # a bounded split: a 50 MB line must not become millions of strings (issue 11)
+        cols = line.split(None, 8)
+        if len(cols) < 2 or not any(_TAG.match(c) for c in cols[1:]):
             raise DataError(
                 f"{path}:{lineno}: {line[:60]!r} fits none of the formats (JSON list of "
-                "{text, annotations}, DataTurks JSONL, CoNLL 'token TAG'). Fix: convert the file "
-                "to one of them."
+                "{text, annotations}, DataTurks JSONL or JSON list of {content, annotation}, "
+                "CoNLL 'token TAG'). Fix: convert the file to one of them."
             )
         return "conll"
     raise DataError(f"{path}: holds no documents.")
@@ -265,7 +386,9 @@ def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> li
         where = f"{path}: document {i}"
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
             raise DataError(f"{where}: expected an object with a string 'text'. Fix: each item "
-                            "is {\"text\": ..., \"annotations\": [[start, end, LABEL], ...]}.")
+                            "is {\"text\": ..., \"annotations\": [[start, end, LABEL], ...]}, "
+                            "or, for a DataTurks export, {\"content\": ..., \"annotation\": "
+                            "[...]} in every item.")
         if _oversized(item["text"], cfg, report):
             continue
         anns = item.get("annotations", [])
@@ -289,27 +412,43 @@ def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> li
     return docs
 
 
-def _read_dataturks(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
-    docs = []
+def _dataturks_items(path: Path, text: str) -> list[tuple[str, Any]]:
+    """``(where, item)`` of a DataTurks export, JSONL or a JSON list."""
+    if text.lstrip("\ufeff \t\r\n").startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}). Fix: a DataTurks "
+                            "export is JSONL (one object per line) or a JSON list.") from None
+        except RecursionError:
+            raise DataError(f"{path}: {_TOO_DEEP}") from None
+        return [(f"{path}: document {i}", item) for i, item in enumerate(items)]
+    out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            out.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: invalid JSON line ({exc.msg}). Fix: DataTurks "
                             "JSONL has one JSON object per line.") from None
         except RecursionError:
             raise DataError(f"{path}:{lineno}: {_TOO_DEEP}") from None
+    return out
+
+
+def _read_dataturks(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
+    docs = []
+    for n, (where, item) in enumerate(_dataturks_items(path, text)):
         if not isinstance(item, dict) or not isinstance(item.get("content"), str):
-            raise DataError(f"{path}:{lineno}: expected an object with a string 'content' "
-                            "(DataTurks JSONL).")
+            raise DataError(f"{where}: expected an object with a string 'content' "
+                            "(DataTurks JSONL or JSON list).")
         if _oversized(item["content"], cfg, report):
             continue
         raw = []
         for ann in item.get("annotation") or []:
             if not isinstance(ann, dict):
-                raise DataError(f"{path}:{lineno}: an 'annotation' entry is not an object.")
+                raise DataError(f"{where}: an 'annotation' entry is not an object.")
             labels = ann.get("label")
             labels = [labels] if isinstance(labels, str) else (labels or [])
             # Multi-label spans: the first label that maps wins (deterministic).
@@ -320,66 +459,113 @@ def _read_dataturks(path: Path, text: str, cfg: DataConfig, report: DataReport) 
                 try:
                     start, end = int(pt["start"]), int(pt["end"]) + 1  # end is inclusive
                 except (KeyError, TypeError, ValueError):
-                    raise DataError(f"{path}:{lineno}: a point lacks integer 'start'/'end'.") \
-                        from None
+                    raise DataError(f"{where}: a point lacks integer 'start'/'end'.") from None
                 quoted = pt.get("text") if isinstance(pt.get("text"), str) else None
                 raw.append((start, end, label, quoted))
         spans = _clean_spans(item["content"], raw, cfg, report)
-        docs.append(_document(f"{path.stem}-{lineno}", item["content"], spans, report))
+        docs.append(_document(f"{path.stem}-{n}", item["content"], spans, report))
     return docs
+
+
+def _conll_rows(text: str, max_chars: int) -> list[tuple[int, list[str] | None]]:
+    """``(line number, columns)`` of every line; ``[]`` columns end a document. A document
+    longer than ``max_chars`` is one ``None`` row: its lines are never split (a 50 MB
+    document must not become millions of strings, issue 11)."""
+    rows: list[tuple[int, list[str] | None]] = []
+    doc: list[tuple[int, str]] = []
+    chars = 0
+
+    def end() -> None:
+        if chars > max_chars:
+            rows.append((doc[0][0], None))
+        else:
+            rows.extend((n, line.split()) for n, line in doc)
+        doc.clear()
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith("-DOCSTART-") or not line.strip():
+            end()
+            chars = 0
+            rows.append((lineno, []))
+            continue
+        doc.append((lineno, line))
+        chars += len(line)
+    end()
+    return rows
+
+
+def _tag_column(path: Path, rows: list[tuple[int, list[str] | None]],
+                cfg: DataConfig) -> int:
+    """0-based index of the tag column: ``tag_column`` or the only column holding tags."""
+    lines = [cols for _, cols in rows if cols]
+    if not lines:  # nothing but oversized documents: read_file says so
+        return 1
+    width = min(len(cols) for cols in lines)
+    if cfg.tag_column is not None:
+        if not 2 <= cfg.tag_column <= width:
+            raise DataError(f"{path}: tag_column {cfg.tag_column} (in {cfg.source}) is not a "
+                            f"tag column of this file: every line has {width} columns and "
+                            "column 1 holds the tokens. Fix: set tag_column between 2 and "
+                            f"{width}.")
+        return cfg.tag_column - 1
+    candidates = [c for c in range(1, width) if all(_TAG.match(cols[c]) for cols in lines)]
+    if len(candidates) > 1:
+        names = ", ".join(f"column {c + 1} (e.g. "
+                          f"{next((x[c] for x in lines if x[c] != 'O'), 'O')})"
+                          for c in candidates)
+        raise DataError(f"{path}: several columns hold tags: {names}. Reading one silently could "
+                        "train on predictions instead of gold labels. Fix: set tag_column: "
+                        f"<number> in {cfg.source} (column 1 is the token).")
+    return candidates[0] if candidates else max(1, width - 1)
 
 
 def _read_conll(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
     docs: list[Document] = []
     words: list[str] = []
     tags: list[str] = []
-    chars = 0  # characters of the current document, as a JSON text would count them
+    rows = _conll_rows(text, cfg.max_document_chars)
+    col = _tag_column(path, rows, cfg)
+    report.tag_column = col + 1
+    prev_raw, prev_prefix, kept_type = "", "O", None
 
     def flush() -> None:
-        nonlocal chars
-        if chars > cfg.max_document_chars:
-            report.oversized += 1
-            words.clear()
-            tags.clear()
-        chars = 0
         if words:
-            report.documents += 1
-            report.entities += sum(t.startswith("B-") for t in tags)
-            docs.append(Document(f"{path.stem}-{len(docs)}", tuple(words), tuple(tags)))
+            docs.append(_count(Document(f"{path.stem}-{len(docs)}", tuple(words), tuple(tags)),
+                               report))
             words.clear()
             tags.clear()
 
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.startswith("-DOCSTART-"):
+    for lineno, cols in rows:
+        if cols is None:  # a document over max_document_chars: dropped and counted
+            report.oversized += 1
+            continue
+        if not cols:
             flush()
+            prev_raw, prev_prefix = "", "O"
             continue
-        if not line.strip():
-            flush()
-            continue
-        chars += len(line)
-        if chars > cfg.max_document_chars:  # dropped at the next blank line; skip its words
-            words.clear()
-            tags.clear()
-            continue
-        cols = line.split()
-        if len(cols) < 2 or not _TAG.match(cols[-1]):
+        if len(cols) <= col or not _TAG.match(cols[col]):
+            line = " ".join(cols)
             raise DataError(f"{path}:{lineno}: {line[:60]!r} is not a 'token TAG' line "
                             "(TAG is O, B-TYPE or I-TYPE). Fix that line.")
-        tag = cols[-1]
-        if tag != "O":
-            prefix, raw_label = tag[:2], tag[2:]
-            canonical = cfg.canonical(raw_label)
-            if canonical is None:
-                report.unmapped[raw_label] += 1
-                tag = "O"
-            else:
-                prev = tags[-1] if tags else "O"
-                if prefix == "I-" and prev[2:] != canonical:
+        tag = cols[col]
+        if tag == "O":
+            prefix, raw_label = "O", ""
+        else:
+            prefix, raw_label = tag[0], tag[2:]
+        if prefix == "O":
+            out = "O"
+        else:
+            starts = prefix in "BSU" or raw_label != prev_raw or prev_prefix in "OESLU"
+            if prefix in "ESLU":
+                report.converted_tags += 1
+            if starts:
+                if prefix in "IEL":
                     report.repaired_tags += 1  # IOB1 / broken chunk: starts a new entity
-                    prefix = "B-"
-                tag = prefix + canonical
+                kept_type = _map_label(raw_label, cfg, report)
+            out = "O" if kept_type is None else ("B-" if starts else "I-") + kept_type
+        prev_raw, prev_prefix = raw_label, prefix
         words.append(cols[0])
-        tags.append(tag)
+        tags.append(out)
     flush()
     return docs
 
@@ -393,8 +579,8 @@ def read_file(path: Path | str, cfg: DataConfig) -> tuple[list[Document], DataRe
     try:
         text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise DataError(f"{p}: dataset file not found. Fix: check --dataset or 'path' in "
-                        f"{cfg.source}.") from None
+        raise DataError(f"{p}: dataset file not found. Fix: check --dataset/--train/"
+                        f"--validation/--test or the paths in {cfg.source}.") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{p}: not UTF-8 text (byte {exc.start}). Fix: save it as UTF-8.") \
             from None
@@ -412,7 +598,12 @@ def read_file(path: Path | str, cfg: DataConfig) -> tuple[list[Document], DataRe
     return docs, report
 
 
-def _split_files(root: Path) -> dict[str, Path]:
+def _accepted_names() -> str:
+    return "; ".join(f"{split}: " + ", ".join(n + s for n in names for s in _SUFFIXES)
+                     for split, names in _SPLIT_NAMES.items())
+
+
+def _folder_files(root: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for split, names in _SPLIT_NAMES.items():
         for name in names:
@@ -423,27 +614,111 @@ def _split_files(root: Path) -> dict[str, Path]:
     return found
 
 
-def load_dataset(path: Path | str, cfg: DataConfig) -> Dataset:
-    """Load train/validation/test documents from a folder of split files or one file.
+def split_files(path: Path | str | None, explicit: Mapping[str, Path | str | None] | None = None,
+                ) -> dict[str, Path]:
+    """The file of each split: ``explicit`` files (``--train`` ...), else from ``path``.
 
-    A folder with ``train.*`` (and ``validation.*``/``test.*``) uses those files; a missing
-    validation or test split, or a single file, is split off with ``split_seed``.
+    ``path`` is a folder of ``train.*``/``validation.*``/``test.*`` files or one file (the
+    training file). An explicit train file replaces ``path`` altogether; an explicit validation
+    or test file replaces that split of the folder. Splits without a file are split off train.
     """
+    given = {k: Path(v) for k, v in (explicit or {}).items() if v is not None}
+    if "train" in given:
+        return given
+    if path is None:
+        raise DataError("no training data: give --train FILE (or --dataset FILE|FOLDER), or set "
+                        "train or path in the data config.")
     p = Path(path)
     if p.is_dir():
-        files = _split_files(p)
+        files = _folder_files(p)
         if "train" not in files:
-            raise DataError(f"{p}: no train file (expected train.json, train.jsonl or "
-                            "train.conll). Fix: name the training file train.<ext> or pass a file.")
+            raise DataError(f"{p}: no train file. Accepted names: {_accepted_names()}. Fix: "
+                            "name the training file like one of them, or pass --train FILE.")
     elif p.is_file():
         files = {"train": p}
     else:
         raise DataError(f"{p}: dataset not found. Fix: pass --dataset pointing at a file or "
-                        "a folder with train/validation/test files.")
+                        "a folder with train/validation/test files (or --train FILE).")
+    return {**files, **given}
+
+
+def config_files(cfg: DataConfig, project_dir: Path, *, dataset_given: bool = False,
+                 overrides: Mapping[str, Path | str | None] | None = None,
+                 ) -> dict[str, Path]:
+    """Split files named by ``train``/``validation``/``test`` in the data config (relative to
+    ``project_dir``), replaced by ``overrides`` (``--train`` ...). ``--dataset``
+    (``dataset_given``) replaces the config's keys."""
+    out: dict[str, Path] = {}
+    for split in SPLITS:
+        value = None if dataset_given else getattr(cfg, split)
+        if value is not None:
+            p = Path(value)
+            out[split] = p if p.is_absolute() else project_dir / p
+    out.update({k: Path(v) for k, v in (overrides or {}).items() if v is not None})
+    return out
+
+
+def data_summary(dataset: Dataset, windows: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """What a run trains and scores on (stored on the study, shown by ``status``)."""
+    splits = {s: {**info, **({"windows": windows[s]} if windows and s in windows else {})}
+              for s, info in dataset.splits.items()}
+    return {"entity_types": list(dataset.entity_types), "splits": splits,
+            "files": [r.as_dict() for r in dataset.reports]}
+
+
+def _describe(docs: list[Document] | tuple[Document, ...]) -> dict[str, Any]:
+    per_type = Counter(t[2:] for d in docs for t in d.tags if t.startswith("B-"))
+    return {"documents": len(docs), "words": sum(len(d.words) for d in docs),
+            "entities": sum(per_type.values()), "per_type": dict(sorted(per_type.items()))}
+
+
+def _auto_types(cfg: DataConfig, train: list[Document]) -> tuple[str, ...]:
+    """Types of the training data: ``label_map`` targets in map order, then the rest sorted.
+
+    (Map order first keeps the label ids, and the fingerprint, of studies made when the
+    shipped configs listed those types.)
+    """
+    present = {t[2:] for d in train for t in d.tags if t != "O"}
+    ordered = list(dict.fromkeys(type_name(v) for v in cfg.label_map.values()))
+    return tuple([t for t in ordered if t in present]
+                 + sorted(present - set(ordered)))
+
+
+def _no_entities(files: Mapping[str, Path], cfg: DataConfig,
+                 reports: list[DataReport]) -> DataError:
+    raw = Counter()
+    for r in reports:
+        raw.update(r.raw_labels)
+    where = f"{files['train']}: no entities are left in the training data"
+    if not raw:
+        return DataError(f"{where}; the files hold no labelled entities at all. Fix: check "
+                         "that the file is the labelled one (and, for CoNLL, the tag_column).")
+    found = ", ".join(f"{k!r} ({v})" for k, v in raw.most_common())
+    if cfg.auto_types:
+        lines = "\n".join(f"  {k}: {type_name(k) or 'TYPE'}" for k in sorted(raw))
+        fix = (f"remove them from drop_labels in {cfg.source}, or map them with label_map "
+               f"lines such as:\n{lines}")
+    else:
+        lines = "\n".join(f"  {k}: <one of {', '.join(cfg.entity_types)}>" for k in sorted(raw))
+        fix = (f"write entity_types: auto in {cfg.source} (every label becomes a type), or "
+               f"add label_map lines that keep them:\n{lines}")
+    return DataError(f"{where} after the label settings of {cfg.source}. Raw labels found: "
+                     f"{found}. Fix: {fix}")
+
+
+def load_dataset(path: Path | str | None, cfg: DataConfig, *,
+                 files: Mapping[str, Path | str | None] | None = None) -> Dataset:
+    """Load train/validation/test documents (see :func:`split_files` for where from).
+
+    A missing validation or test split is split off the training file with ``split_seed``;
+    the caps (``max_train_documents``, ``max_eval_documents``) apply after that. Split sizes
+    and caps are logged. A training set without entities is refused (before any training).
+    """
+    chosen = split_files(path, files)
     splits: dict[str, list[Document]] = {}
     reports = []
     digest = hashlib.sha256()
-    for split, f in sorted(files.items()):
+    for split, f in sorted(chosen.items()):
         docs, report = read_file(f, cfg)
         splits[split] = docs
         reports.append(report)
@@ -451,32 +726,80 @@ def load_dataset(path: Path | str, cfg: DataConfig) -> Dataset:
     rng = random.Random(cfg.split_seed)
     pool = list(splits["train"])
     need_val, need_test = "validation" not in splits, "test" not in splits
+    source = {s: str(f) for s, f in chosen.items()}
     if need_val or need_test:
         rng.shuffle(pool)
         n = len(pool)
         n_val = max(1, round(n * cfg.validation_fraction)) if need_val else 0
         n_test = round(n * cfg.test_fraction) if need_test else 0
         if n - n_val - n_test < 1:
-            raise DataError(f"{p}: {n} documents are too few to split off validation/test. "
-                            "Fix: add documents or give validation/test files.")
+            raise DataError(f"{chosen['train']}: {n} documents are too few to split off "
+                            "validation/test. Fix: add documents or give validation/test files.")
         if need_val:
             splits["validation"] = pool[:n_val]
+            source["validation"] = (f"{n_val} of {n} documents of {chosen['train']} "
+                                    f"(validation_fraction {cfg.validation_fraction}, "
+                                    f"split_seed {cfg.split_seed})")
         if need_test:
             splits["test"] = pool[n_val:n_val + n_test]
+            source["test"] = (f"{n_test} of {n} documents of {chosen['train']} "
+                              f"(test_fraction {cfg.test_fraction}, split_seed {cfg.split_seed})")
         splits["train"] = pool[n_val + n_test:]
-    train = splits["train"][: cfg.max_train_documents]
-    val = splits["validation"][: cfg.max_eval_documents]
-    test = splits.get("test", [])[: cfg.max_eval_documents]
+    caps = {"train": cfg.max_train_documents, "validation": cfg.max_eval_documents,
+            "test": cfg.max_eval_documents}
+    kept = {s: list(splits.get(s, []))[: caps[s]] for s in SPLITS}
+    types = _auto_types(cfg, kept["train"]) if cfg.auto_types else cfg.entity_types
+    if not any(t != "O" for d in kept["train"] for t in d.tags):
+        raise _no_entities(chosen, cfg, reports)
+    summary: dict[str, dict[str, Any]] = {}
+    for s in SPLITS:
+        absent: Counter = Counter()
+        if cfg.auto_types and s != "train":
+            kept[s] = [_without_types(d, set(types), absent) for d in kept[s]]
+        info = _describe(kept[s])
+        info["source"] = source.get(s, "")
+        if caps[s] is not None and len(splits.get(s, [])) > caps[s]:
+            key = "max_train_documents" if s == "train" else "max_eval_documents"
+            info["capped"] = f"{caps[s]} of {len(splits[s])} ({key}: {caps[s]} in {cfg.source})"
+        if absent:
+            info["dropped_types_not_in_train"] = dict(sorted(absent.items()))
+            logger.warning("%s: dropped %d entities of types absent from the training data "
+                           "(%s)", s, sum(absent.values()),
+                           ", ".join(f"{k} {v}" for k, v in sorted(absent.items())))
+        summary[s] = info
+        logger.info("Split %s: %d documents%s, %d words, %d entities; from %s", s,
+                    info["documents"], f" (capped: {info['capped']})" if "capped" in info else "",
+                    info["words"], info["entities"], info["source"] or "-")
+    logger.info("Entity types (%s): %s", "auto" if cfg.auto_types else "fixed", ", ".join(types))
     config_part: dict[str, Any] = {
-        "entity_types": cfg.entity_types, "label_map": sorted(cfg.label_map.items()),
+        "entity_types": types, "label_map": sorted(cfg.label_map.items()),
         "fractions": [cfg.validation_fraction, cfg.test_fraction], "seed": cfg.split_seed,
         "limits": [cfg.max_train_documents, cfg.max_eval_documents], "format": cfg.format,
     }
+    # New settings enter the fingerprint only when set: studies made before them still resume.
+    dropped = sorted({k for r in reports for k in r.dropped_labels})
+    if dropped:  # the labels drop_labels removed from these files, not the list itself
+        config_part["drop_labels"] = dropped
+    if cfg.tag_column:
+        config_part["tag_column"] = cfg.tag_column
     if cfg.max_document_chars != DataConfig.max_document_chars:  # the default keeps old
         config_part["max_document_chars"] = cfg.max_document_chars  # studies resumable
     digest.update(json.dumps(config_part, sort_keys=True, default=list).encode())
-    return Dataset(tuple(train), tuple(val), tuple(test), cfg.entity_types,
-                   digest.hexdigest()[:16], tuple(reports))
+    return Dataset(tuple(kept["train"]), tuple(kept["validation"]), tuple(kept["test"]), types,
+                   digest.hexdigest()[:16], tuple(reports), summary)
+
+
+def _without_types(doc: Document, types: set[str], absent: Counter) -> Document:
+    if all(t == "O" or t[2:] in types for t in doc.tags):
+        return doc
+    tags = []
+    for t in doc.tags:
+        if t != "O" and t[2:] not in types:
+            if t.startswith("B-"):
+                absent[t[2:]] += 1
+            t = "O"
+        tags.append(t)
+    return Document(doc.id, doc.words, tuple(tags))
 
 
 def kfold_split(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document],
@@ -490,3 +813,22 @@ def kfold_split(docs: list[Document], k: int, seed: int) -> list[tuple[list[Docu
         folds.append(([d for i, d in enumerate(docs) if i not in held],
                       [d for i, d in enumerate(docs) if i in held]))
     return folds
+
+
+def _dataset_path(cfg: Configs, dataset_path: Path | str | None) -> Path:
+    if dataset_path is not None:
+        return Path(dataset_path)
+    if cfg.data.path is None:
+        raise ConfigError(f"{cfg.data.source}: key 'path' is not set and no dataset was "
+                          "given. Fix: set path or pass --dataset.")
+    path = Path(cfg.data.path)
+    return path if path.is_absolute() else cfg.config_dir.absolute().parent / path
+
+
+def load_data(cfg: Configs, dataset_path: Path | str | None = None,
+              split_files: dict[str, Any] | None = None) -> Dataset:
+    """The dataset of a run: ``--dataset``/``--train``... or the data config's paths."""
+    files = config_files(cfg.data, cfg.config_dir.absolute().parent,
+                         dataset_given=dataset_path is not None, overrides=split_files)
+    return load_dataset(None if "train" in files else _dataset_path(cfg, dataset_path),
+                        cfg.data, files=files)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .data import Document
 
-__all__ = ["IGNORE", "Window", "encode_documents", "merge_predictions"]
+__all__ = ["IGNORE", "Window", "encode_documents", "merge_predictions", "word_positions"]
 
 IGNORE = -100
 
@@ -81,12 +81,14 @@ def encode_documents(docs: Sequence[Document], tokenizer: Any, label2id: dict[st
     return windows
 
 
-def merge_predictions(docs: Sequence[Document], windows: Sequence[Window],
-                      predictions: Sequence[Sequence[int]], id2label: dict[int, str]
-                      ) -> list[list[str]]:
-    """Per-word tags for every document; words no window labelled are predicted ``O``."""
-    best: list[dict[int, tuple[int, int]]] = [{} for _ in docs]
-    for window, pred in zip(windows, predictions):
+def word_positions(n_docs: int, windows: Sequence[Window]) -> list[dict[int, tuple[int, int]]]:
+    """Per document: word -> ``(window index, position)`` of the sub-token that speaks for it.
+
+    The window in which the word's first sub-token has the most context on both sides wins
+    (the earlier window on a tie).
+    """
+    best: list[dict[int, tuple[int, int, int]]] = [{} for _ in range(n_docs)]
+    for k, window in enumerate(windows):
         n = len(window.word_ids)
         for i, w in enumerate(window.word_ids):
             if w < 0:
@@ -94,6 +96,14 @@ def merge_predictions(docs: Sequence[Document], windows: Sequence[Window],
             context = min(i, n - 1 - i)
             held = best[window.doc].get(w)
             if held is None or context > held[0]:
-                best[window.doc][w] = (context, int(pred[i]))
-    return [[id2label[best[d][w][1]] if w in best[d] else "O" for w in range(len(doc.words))]
-            for d, doc in enumerate(docs)]
+                best[window.doc][w] = (context, k, i)
+    return [{w: (k, i) for w, (_, k, i) in doc.items()} for doc in best]
+
+
+def merge_predictions(docs: Sequence[Document], windows: Sequence[Window],
+                      predictions: Sequence[Sequence[int]], id2label: dict[int, str]
+                      ) -> list[list[str]]:
+    """Per-word tags for every document; words no window labelled are predicted ``O``."""
+    where = word_positions(len(docs), windows)
+    return [[id2label[int(predictions[where[d][w][0]][where[d][w][1]])] if w in where[d]
+             else "O" for w in range(len(doc.words))] for d, doc in enumerate(docs)]

@@ -27,6 +27,8 @@ class SweepOutcome:
     recovered: list[int] = field(default_factory=list)
     checkpoint_path: str | None = None  # durable study file, or the masked storage URL
     bytes_kept: dict[str, int] = field(default_factory=dict)
+    test_scores: dict[str, Any] = field(default_factory=dict)  # trial number -> test scores
+    refit: dict[str, Any] | None = None  # the finished refit (refit: true)
 
 
 class SweepEvents:

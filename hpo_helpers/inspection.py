@@ -1,18 +1,16 @@
-"""What notebook 03 shows: checkpoints on disk and in MLflow, trials, best params, plots.
-
-Plots use Optuna's matplotlib backend so that they are saved as PNG images in the notebook.
+"""What notebook 03 shows: checkpoints on disk and in MLflow, trials, best params, test
+scores of the chosen model, and the figures of ``report`` (saved as PNG images in the notebook).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .layout import is_study_file, on_drive
-from .schema import INTERRUPTED, RESUMED_FROM_EPOCH, RETRY_OF, study_name
+from .schema import INTERRUPTED, REFIT, RESUMED_FROM_EPOCH, RETRY_OF, TEST_SCORES, study_name
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -21,6 +19,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "chosen_scores",
     "compare_studies",
     "default_roots",
     "find_study_files",
@@ -28,6 +27,7 @@ __all__ = [
     "load_studies",
     "mlflow_checkpoints",
     "plot_study",
+    "test_scores_table",
     "trials_table",
 ]
 
@@ -119,35 +119,51 @@ def compare_studies(studies: Iterable[optuna.Study]) -> pandas.DataFrame:
                      "running": counts["RUNNING"], "waiting": counts["WAITING"],
                      "best_value": best.value if best else None,
                      "best_trial": best.number if best else None,
-                     "best_params": best.params if best else None})
+                     "best_params": best.params if best else None,
+                     "test_f1": (chosen_scores(s) or ("", {}))[1].get("f1")})
     return pd.DataFrame(rows)
 
 
 def plot_study(study: optuna.Study) -> list[matplotlib.figure.Figure]:
-    """Matplotlib figures: history, importances, parallel coordinates, intermediate values."""
-    import matplotlib
+    """The figures of :mod:`~hpo_helpers.report` for one study: history, learning curves,
+    validation score by hyperparameter, test F1 per type (when scored)."""
+    from .report import figures
 
-    if not matplotlib.get_backend().lower().startswith(("module://", "agg")):
-        matplotlib.use("Agg")
-    from optuna.visualization import matplotlib as ovm
+    return list(figures({study.study_name: study}).values())
 
-    figures = []
-    plots = [("optimization history", ovm.plot_optimization_history),
-             ("parameter importances", ovm.plot_param_importances),
-             ("parallel coordinates", ovm.plot_parallel_coordinate),
-             ("intermediate values", ovm.plot_intermediate_values)]
-    for name, fn in plots:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ax = fn(study)
-        except Exception as exc:  # noqa: BLE001 - e.g. too few trials for importances
-            logger.info("No %s plot for %s: %s", name, study.study_name, exc)
-            continue
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.suptitle(f"{study.study_name}: {name}")
-        figures.append(fig)
-    return figures
+
+def chosen_scores(study: optuna.Study) -> tuple[str, dict[str, Any]] | None:
+    """The test scores of the model a user would take: the refit if done, else the best
+    trial's kept model (None when neither was scored)."""
+    refit = study.user_attrs.get(REFIT)
+    if refit and refit.get("test"):
+        return f"refit of trial {refit['trial']}", refit["test"]
+    tested = study.user_attrs.get(TEST_SCORES) or {}
+    from .study import count_states
+
+    if not count_states(study)["COMPLETE"]:
+        return None
+    best = study.best_trial.number
+    return (f"best trial {best}", tested[str(best)]) if str(best) in tested else None
+
+
+def test_scores_table(study: optuna.Study) -> pandas.DataFrame | None:
+    """Test precision/recall/F1/support per entity type of the chosen model, then the micro
+    and macro averages; ``model`` says which model (None when nothing was scored)."""
+    import pandas as pd
+
+    chosen = chosen_scores(study)
+    if chosen is None:
+        return None
+    model, scores = chosen
+    rows = [{"type": name, **row} for name, row in sorted(scores.get("per_type", {}).items())]
+    rows.append({"type": "micro average", "precision": scores["precision"],
+                 "recall": scores["recall"], "f1": scores["f1"]})
+    rows.append({"type": "macro average", "f1": scores["macro_f1"]})
+    table = pd.DataFrame(rows).set_index("type")
+    table.attrs["model"] = model
+    table.columns.name = f"{study.study_name}: test scores of the {model}"
+    return table
 
 
 def mlflow_checkpoints(tracking_uri: str | None = None) -> pandas.DataFrame | None:
@@ -200,9 +216,17 @@ def inspect_all(roots: Iterable[Path | str], *, tracking_uri: str | None = None,
     for study in studies:
         logger.info("Study %s", study.study_name)
         display(trials_table(study))
-        for fig in plot_study(study):
-            display(fig)
-            plt.close(fig)
+        table = test_scores_table(study)
+        if table is not None:
+            display(table)
+        else:
+            logger.info("No test scores for %s yet (run: python -m hpo_helpers evaluate)",
+                        study.study_name)
+    from .report import figures
+
+    for fig in figures({s.study_name: s for s in studies}).values():
+        display(fig)
+        plt.close(fig)
     if studies:
         display(compare_studies(studies))
     return studies

@@ -11,8 +11,9 @@
                             .../best-model/       the trial's (fold's) best model so far
     <durable>/trials/<study>/...                  the mirror of the above (Colab: Drive)
     <durable>/models/<study>-<created>/trial_<n>/ kept best models of the top-k trials
+    <durable>/refit/<study>-<created>/{checkpoints,model}/  the refit job and its export
     <durable>/.backbones/<backbone>-<dataset>/    the tiny tokenizer cache
-    <shared_checkpoint_dir>/<study>/{trials,models}/  the same for a shared study
+    <shared_checkpoint_dir>/<study>/{trials,models,refit}/  the same, shared
 
 ``<root>`` is the first attempt of a retry chain. Kept models live in a study-unique folder
 (``<created>`` is the study's creation time), so a reset or archived study never collides with
@@ -61,6 +62,9 @@ TRIALS = "trials"
 MODELS = "models"
 BEST_MODEL = "best-model"
 BACKBONE_CACHE = ".backbones"
+REFIT = "refit"
+REFIT_CHECKPOINTS = "checkpoints"
+REFIT_MODEL = "model"
 FOLD_RESULT = "fold_result.json"
 _TRIAL = re.compile(r"^trial_(\d+)$")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -138,13 +142,15 @@ class StudyLayout:
     """Every folder of one study. Build it once per call with :meth:`for_study`.
 
     ``trials_root`` (working disk) holds the checkpoints, ``mirror_root`` (durable) their
-    mirror, ``models_root`` (durable) the kept best models. All are None for an in-memory study.
+    mirror, ``models_root`` (durable) the kept best models, ``refit_root`` (durable) the refit
+    job. All are None for an in-memory study.
     """
 
     study_name: str
     trials_root: Path | None = None
     mirror_root: Path | None = None
     models_root: Path | None = None
+    refit_root: Path | None = None
 
     @classmethod
     def for_study(cls, study_name: str, *, working_dir: Path | None = None,
@@ -156,16 +162,16 @@ class StudyLayout:
         check_name(study_name, key="study_name", fix="use letters, digits, '_', '-' or '.'")
         if shared_dir is not None:
             root = Path(shared_dir) / study_name
-            return cls(study_name, root / TRIALS, None, root / MODELS)
+            return cls(study_name, root / TRIALS, None, root / MODELS, root / REFIT)
         if working_dir is None or durable_dir is None:
             return cls(study_name)
         models = durable_dir / MODELS
         legacy = models / study_name  # made before kept models had study-unique folders
         stamp = _stamp(created_at)
         unique = models / f"{study_name}-{stamp}" if stamp else legacy
+        kept = legacy if legacy.is_dir() else unique
         return cls(study_name, working_dir / TRIALS / study_name,
-                   durable_dir / TRIALS / study_name,
-                   legacy if legacy.is_dir() else unique)
+                   durable_dir / TRIALS / study_name, kept, durable_dir / REFIT / kept.name)
 
     @property
     def checkpointing(self) -> bool:
@@ -201,6 +207,16 @@ class StudyLayout:
             return None
         return self.trials_root.parent.parent / MODELS / self.models_root.name / f"trial_{number}"
 
+    @property
+    def refit_checkpoints(self) -> Path | None:
+        """Checkpoints of the refit job while it runs."""
+        return None if self.refit_root is None else self.refit_root / REFIT_CHECKPOINTS
+
+    @property
+    def refit_model(self) -> Path | None:
+        """The exported refit model (a Hugging Face folder)."""
+        return None if self.refit_root is None else self.refit_root / REFIT_MODEL
+
     def mirror_of(self, local: Path) -> Path:
         """The durable counterpart of a folder under ``trials_root``."""
         if self.trials_root is None or self.mirror_root is None:
@@ -223,5 +239,5 @@ class StudyLayout:
 
     def archived_folders(self) -> list[Path]:
         """The folders that "Start fresh" sets aside with the database."""
-        return [p for p in (self.trials_root, self.mirror_root, self.models_root)
-                if p is not None]
+        return [p for p in (self.trials_root, self.mirror_root, self.models_root,
+                            self.refit_root) if p is not None]

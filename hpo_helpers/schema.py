@@ -11,17 +11,20 @@ __all__ = [
     "ATTEMPT",
     "BEST_EPOCH",
     "CREATED_AT",
+    "DATA",
     "ERROR",
     "FINGERPRINT",
     "FOLD_F1",
     "INTERRUPTED",
     "MLFLOW_PARENT_RUN_ID",
     "MLFLOW_RUN_ID",
+    "REFIT",
     "RESUMED_FROM_EPOCH",
     "RESUMED_FROM_STEP",
     "RETRY_OF",
     "RETRY_ROOT",
     "SESSIONS",
+    "TEST_SCORES",
     "VAL_PER_ENTITY_F1",
     "VAL_PRECISION",
     "VAL_RECALL",
@@ -35,6 +38,9 @@ FINGERPRINT = "fingerprint"  # search space, objective and dataset the study was
 CREATED_AT = "created_at"  # "%Y-%m-%dT%H:%M:%S"; names the kept-models folder
 SESSIONS = "sessions"  # how many sessions opened the study
 MLFLOW_PARENT_RUN_ID = "mlflow_parent_run_id"
+DATA = "data"  # the data summary of the last session: split sizes, caps, windows, reports
+TEST_SCORES = "test_scores"  # trial number (str) -> test scores of its kept model
+REFIT = "refit"  # the finished refit: trial, params, test scores, exported folder
 
 # Trial attributes: the retry chain
 INTERRUPTED = "interrupted"  # on the dead attempt

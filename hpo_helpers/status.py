@@ -12,7 +12,7 @@ from .config import Configs, HpoConfig
 from .paths import StudyPaths, resolve
 from .redaction import mask
 from .runtime import Runtime, detect
-from .schema import study_name
+from .schema import CREATED_AT, DATA, REFIT, TEST_SCORES, study_name
 
 if TYPE_CHECKING:
     import optuna
@@ -58,6 +58,21 @@ def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
     if counts["COMPLETE"]:
         best = study.best_trial
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
+    _describe_results(study.user_attrs, out)
+
+
+def _describe_results(attrs: dict[str, Any], out: dict[str, Any]) -> None:
+    """Data summary, test scores (all kept models; the best trial's apart) and the refit."""
+    out["created_at"] = attrs.get(CREATED_AT)
+    if DATA in attrs:
+        out["data"] = attrs[DATA]
+    out["refit"] = attrs.get(REFIT)
+    tested = attrs.get(TEST_SCORES) or {}
+    out["test_scores"] = tested
+    best = tested.get(str(out["best_trial"])) if out["best_trial"] is not None else None
+    out["test_f1"] = best["f1"] if best else None
+    out["test_macro_f1"] = best["macro_f1"] if best else None
+    out["test_per_entity"] = {k: v["f1"] for k, v in best["per_type"].items()} if best else None
 
 
 def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | None = None,

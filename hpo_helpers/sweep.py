@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from . import faults
 from .backbones import load_backbone
 from .config import Configs, load_configs
-from .data import load_dataset
+from .data import load_data
 from .distributed import fail_stale_trials
 from .durable import DurableWrites, set_aside
-from .errors import CheckpointError, ConfigError, SweepFailedError
+from .errors import CheckpointError, SweepFailedError
+from .evaluate import after_sweep, record_data
 from .events import SweepEvents, SweepOutcome
 from .housekeeping import disk_usage, free_memory, keep_top_k, reconcile, snapshot_all
 from .layout import StudyLayout, backbone_cache, seed_study_files
@@ -50,8 +51,8 @@ from .trial import Prepared, TrialRun, prepare, progress, run_trial, sampler_and
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Configs", "SweepEvents", "SweepOutcome", "load_configs", "run_local_hpo_sweep",
-           "run_sweep", "status", "storage_url_for"]
+__all__ = ["Configs", "SweepEvents", "SweepOutcome", "load_configs", "load_data",
+           "run_local_hpo_sweep", "run_sweep", "status", "storage_url_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +73,6 @@ def _finished(events: SweepEvents, study: optuna.Study, number: int, state: str,
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = max((t.value for t in done), default=None)
     events.trial_finished(number, state, value, len(done), best)
-
-
-def _dataset_path(cfg: Configs, dataset_path: Path | str | None) -> Path:
-    if dataset_path is not None:
-        return Path(dataset_path)
-    if cfg.data.path is None:
-        raise ConfigError(f"{cfg.data.source}: key 'path' is not set and no dataset was "
-                          "given. Fix: set path or pass --dataset.")
-    path = Path(cfg.data.path)
-    return path if path.is_absolute() else cfg.config_dir.absolute().parent / path
 
 
 class _Sweep:
@@ -286,15 +277,15 @@ class _Sweep:
 
 
 @dataclasses.dataclass
-class _Opened:
+class OpenedRun:
     opened: OpenedStudy
     layout: StudyLayout
     checkpoint_path: str | None
 
 
-def _open(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
-          parts: dict[str, Any], tracker: SweepTracker) -> _Opened:
-    """Open (or join) the study and build its layout once."""
+def open_run(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
+             parts: dict[str, Any], tracker: SweepTracker) -> OpenedRun:
+    """Open (or join) the study and build its layout once (``evaluate``/``refit`` too)."""
     sampler, pruner = sampler_and_pruner(hpo)
     if url:
         def on_stale(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
@@ -313,12 +304,12 @@ def _open(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
         else:
             layout = local.layout(opened.study_name,  # type: ignore[union-attr]
                                   opened.study.user_attrs.get(CREATED_AT))
-        return _Opened(opened, layout, mask(url))
+        return OpenedRun(opened, layout, mask(url))
     opened = open_study(hpo=hpo, backbone=backbone, paths=local, fingerprint_parts=parts,
                         sampler=sampler, pruner=pruner)
     layout = local.layout(opened.study_name, opened.study.user_attrs.get(CREATED_AT)) \
         if local else StudyLayout.for_study(opened.study_name)
-    return _Opened(opened, layout, str(local.durable_db) if local else None)
+    return OpenedRun(opened, layout, str(local.durable_db) if local else None)
 
 
 def _adopt_seed_study(paths: StudyPaths, runtime: Runtime, backbone: str) -> None:
@@ -349,9 +340,10 @@ def _mirror_for(hpo: Any, opened: OpenedStudy, layout: StudyLayout,
 
 
 def _prepare_sweep(cfg: Configs, backbone: str, dataset_path: Path | str | None,
-                   local: StudyPaths | None, url: str | None) -> Prepared:
+                   local: StudyPaths | None, url: str | None,
+                   split_files: dict[str, Any] | None = None) -> Prepared:
     """Load the dataset and the backbone's tokenizer, and encode every fold once."""
-    dataset = load_dataset(_dataset_path(cfg, dataset_path), cfg.data)
+    dataset = load_data(cfg, dataset_path, split_files)
     if local is not None:
         # Durable (and shared across workers): the tiny tokenizer is trained once per dataset,
         # and a checkpoint only fits the vocabulary it was trained with.
@@ -372,8 +364,11 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
               stop: _StopRequest | None = None,
               tracking: TrackingSetup | None = None, events: SweepEvents | None = None,
               stop_after_trial: threading.Event | None = None,
-              storage_url: str | None = None) -> SweepOutcome:
+              storage_url: str | None = None,
+              split_files: dict[str, Any] | None = None) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; see the module docstring.
+
+    ``split_files`` (``--train/--validation/--test``) name split files explicitly.
 
     ``stop_after_trial`` (the panel's button) ends the sweep once the running trial is done;
     ``events`` receives progress. ``storage_url`` (or ``HPO_STORAGE_URL``, or the config's
@@ -390,10 +385,10 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     if local is not None and not url and output_dir is None:
         _adopt_seed_study(local, runtime, backbone_name)
-    prep = _prepare_sweep(cfg, backbone_name, dataset_path, local, url)
+    prep = _prepare_sweep(cfg, backbone_name, dataset_path, local, url, split_files)
     tracker = SweepTracker(tracking)
-    o = _open(hpo, backbone_name, url, local, fingerprint(hpo, prep.dataset.fingerprint),
-              tracker)
+    o = open_run(hpo, backbone_name, url, local, fingerprint(hpo, prep.dataset.fingerprint),
+                 tracker)
     opened, study = o.opened, o.opened.study
     outcome = SweepOutcome(study, opened.study_name, opened.paths, opened.resumed,
                            recovered=opened.recovered, checkpoint_path=o.checkpoint_path)
@@ -417,7 +412,8 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
                          checkpoint_path=o.checkpoint_path, resumed=opened.resumed,
                          runtime=runtime.kind, objective_metric=hpo.objective.metric,
                          recovered=opened.recovered)
-        _loop(sweep, stop, outcome)
+        record_data(study, prep)
+        _loop(sweep, stop, outcome, backbone_name)
     finally:
         failed = sys.exc_info()[0] is not None
         tracker.close("KILLED" if outcome.interrupted or failed and isinstance(
@@ -432,7 +428,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     return outcome
 
 
-def _loop(sweep: _Sweep, stop: _StopRequest, outcome: SweepOutcome) -> None:
+def _loop(sweep: _Sweep, stop: _StopRequest, outcome: SweepOutcome, backbone: str) -> None:
     max_trials = sweep.hpo.max_trials
     n_complete = sweep.n_complete()
     sweep.events.sweep_started(outcome, n_complete, max_trials)
@@ -443,6 +439,7 @@ def _loop(sweep: _Sweep, stop: _StopRequest, outcome: SweepOutcome) -> None:
     with stop.installed(), contextlib.closing(trial_bar), \
             logging_redirect_tqdm(tqdm_class=type(trial_bar)):
         sweep.run(trial_bar)
+    after_sweep(sweep, backbone)
     if outcome.interrupted:
         outcome.stop_reason = (
             f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "

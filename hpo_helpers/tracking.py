@@ -199,6 +199,8 @@ class SweepTracker:
         ts = int(time.time() * 1000)
         values = {"val_f1": metrics["f1"], "val_precision": metrics["precision"],
                   "val_recall": metrics["recall"], "train_loss": metrics["train_loss"]}
+        if "macro_f1" in metrics:  # the objective with objective.metric: macro_f1
+            values["val_macro_f1"] = metrics["macro_f1"]
         values.update({f"val_f1_{k}": v for k, v in metrics["per_entity"].items()})
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, epoch + 1)
                                                for k, v in values.items()])
@@ -234,6 +236,27 @@ class SweepTracker:
                                     best.user_attrs[CHILD_ATTR])
             self.client.set_tag(self.parent_id, "best_trial_number", str(best.number))
         self.client.log_batch(self.parent_id, metrics=metrics)
+
+    @_guarded
+    def test_scores(self, study: Any, scores: dict[int, dict[str, Any]]) -> None:
+        """Log test scores on each scored trial's child run, and the best trial's on the parent."""
+        from mlflow.entities import Metric
+
+        def metrics(s: dict[str, Any]) -> list[Metric]:
+            ts = int(time.time() * 1000)
+            values = {f"test_{k}": s[k] for k in ("f1", "precision", "recall", "macro_f1")}
+            values.update({f"test_f1_{k}": v["f1"] for k, v in s.get("per_type", {}).items()})
+            return [Metric(k, float(v), ts, 0) for k, v in values.items()]
+
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for number, s in scores.items():
+            run_id = trials[number].user_attrs.get(CHILD_ATTR) if number in trials else None
+            if run_id:
+                self.client.log_batch(run_id, metrics=metrics(s))
+        best = study.best_trial.number if any(
+            t.state.name == "COMPLETE" for t in trials.values()) else None
+        if self.parent_id and best in scores:
+            self.client.log_batch(self.parent_id, metrics=metrics(scores[best]))
 
     @_guarded
     def close(self, status: str) -> None:

@@ -187,7 +187,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         on_checkpoint: Callable[[Path], None] | None = None,
-        on_resume: Callable[[int, int], None] | None = None) -> FitResult:
+        on_resume: Callable[[int, int], None] | None = None,
+        metric: str = "f1") -> FitResult:
     """Train with ``params``, resuming from the latest checkpoint in ``checkpoint_dir``.
 
     ``on_epoch(epoch, metrics)`` runs after each epoch's checkpoint is safe (it may raise
@@ -196,6 +197,7 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
     is written and the result says ``interrupted``. Checkpoints are written at every epoch end
     and also every ``cfg.checkpoint_every_steps`` steps / ``cfg.checkpoint_every_minutes``
     minutes; ``on_checkpoint(path)`` runs after each (the sweep mirrors it to durable storage).
+    ``metric`` (``f1`` or ``macro_f1``) chooses the best epoch; ``best_f1`` holds its value.
     """
     import torch
 
@@ -319,8 +321,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
         metrics["train_loss"] = loss_sum / max(1, loss_n)
         metrics["epoch"] = epoch
         result.history.append(metrics)
-        if metrics["f1"] > result.best_f1:
-            result.best_f1 = float(metrics["f1"])
+        if metrics.get(metric, 0.0) > result.best_f1:
+            result.best_f1 = float(metrics.get(metric, 0.0))
             if checkpoint_dir is not None:
                 _save_best(model, backbone, StudyLayout.best_model_dir(checkpoint_dir), metrics)
         save(epoch + 1, 0)

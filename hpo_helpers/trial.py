@@ -130,6 +130,7 @@ class _Hooks:
     events: Any  # sweep.SweepEvents
     epochs: int
     step_bar: Any
+    metric: str = "f1"  # objective.metric: f1 or macro_f1
 
     def on_epoch(self, fold: int) -> Callable[[int, dict[str, Any]], None]:
         import optuna
@@ -137,9 +138,10 @@ class _Hooks:
         def report(epoch: int, metrics: dict[str, Any]) -> None:
             step = fold * self.epochs + epoch
             self.tracker.epoch(self.trial, step, metrics)
-            self.trial.report(float(metrics["f1"]), step)
+            value = float(metrics.get(self.metric, 0.0))
+            self.trial.report(value, step)
             if self.trial.should_prune():
-                raise optuna.TrialPruned(f"validation F1 {metrics['f1']:.4f} at epoch "
+                raise optuna.TrialPruned(f"validation {self.metric} {value:.4f} at epoch "
                                          f"{epoch + 1} is below the median")
         return report
 
@@ -170,7 +172,7 @@ def _fit_fold(prep: Prepared, cfg: Configs, params: dict[str, Any], fold: int, s
                        params=params, cfg=cfg.train, seed=seed + fold, checkpoint_dir=fold_dir,
                        on_epoch=hooks.on_epoch(fold), should_stop=stop,
                        on_step=hooks.on_step, on_checkpoint=on_checkpoint,
-                       on_resume=hooks.on_resume(fold))
+                       on_resume=hooks.on_resume(fold), metric=hooks.metric)
         except CheckpointError as exc:
             if attempt:
                 raise
@@ -192,7 +194,8 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
     scores: list[float] = []
     result = FitResult(best_f1=-1.0)
     step_bar = progress(0, 0, f"trial {trial.number}", 1)
-    hooks = _Hooks(trial, tracker, events, int(params["epochs"]), step_bar)
+    hooks = _Hooks(trial, tracker, events, int(params["epochs"]), step_bar,
+                   cfg.hpo.objective.metric)
     try:
         for f in range(n):
             fold_dir = None if trial_dir is None else StudyLayout.fold_dir(trial_dir, f, n)
@@ -211,15 +214,16 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
                     on_checkpoint(done)  # the mirror keeps it for a fresh VM
     finally:
         hooks.step_bar.close()
-    _record_best(trial, result, scores)
+    _record_best(trial, result, scores, hooks.metric)
     best_fold = max(range(n), key=lambda f: (scores[f], -f))
     best_model = None if trial_dir is None else StudyLayout.best_model_dir(
         StudyLayout.fold_dir(trial_dir, best_fold, n))
     return TrialRun(float(statistics.mean(scores)), result, best_model)
 
 
-def _record_best(trial: optuna.Trial, result: FitResult, scores: list[float]) -> None:
-    best = max(result.history, key=lambda h: h["f1"]) if result.history else None
+def _record_best(trial: optuna.Trial, result: FitResult, scores: list[float],
+                 metric: str = "f1") -> None:
+    best = max(result.history, key=lambda h: h.get(metric, 0.0)) if result.history else None
     if best is not None:
         trial.set_user_attr(BEST_EPOCH, int(best["epoch"]) + 1)
         trial.set_user_attr(VAL_PER_ENTITY_F1, best["per_entity"])

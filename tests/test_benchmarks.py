@@ -35,3 +35,9 @@ def test_bookkeeping_reports_per_size_and_resume_latency() -> None:
     r = _run("bookkeeping.py", "--sizes", "10,30", "--extra", "2", "--smoke-trial-s", "30")
     assert [row["trials_in_study"] for row in r["per_size"]] == [10, 30]
     assert r["resume_latency_s_at_largest"] > 0 and r["checkpoint_write_s_minilm"] > 0
+
+
+def test_quality_prints_test_scores_of_sweep_and_refit() -> None:
+    r = _run("quality.py", "--docs", "12", "--trials", "1", "--epochs", "1")
+    assert 0 <= r["refit_test_micro_f1"] <= 1 and 0 <= r["best_trial_test_micro_f1"] <= 1
+    assert r["refit_epochs"] == 1 and r["refit_test_per_type_f1"]

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hpo_helpers import DataError
 from hpo_helpers.config import load_data_config
@@ -12,10 +13,15 @@ from hpo_helpers.demo_data import generate, write_dataset
 
 from .conftest import REPO
 
+TEN_TYPES = ("NAME", "EMAIL", "LOCATION", "DESIGNATION", "COMPANY", "SKILL", "DEGREE",
+             "COLLEGE", "GRADUATION_YEAR", "YEARS_OF_EXPERIENCE")
+
 
 @pytest.fixture
 def cfg():
-    return load_data_config(REPO / "config" / "data" / "demo.yaml")
+    """The shipped demo label map with a fixed list of types (labels outside it are dropped)."""
+    raw = yaml.safe_load((REPO / "config" / "data" / "demo.yaml").read_text())
+    return load_data_config({**raw, "entity_types": list(TEN_TYPES), "drop_labels": []})
 
 
 BAD_FILES = [

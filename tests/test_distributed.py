@@ -227,3 +227,23 @@ def test_panel_and_inspection_work_on_a_shared_study(project, pg_url) -> None:
     studies = inspect_all([], storage_url=pg_url, display=shown.append)
     assert [s.study_name for s in studies] == ["hpo_tiny"]
     assert any(hasattr(x, "columns") and "param_learning_rate" in x.columns for x in shown)
+
+
+def test_shared_study_gets_test_scores_and_evaluate_runs_on_it(project, pg_url,
+                                                               tmp_path) -> None:
+    """Issue 16: test scores on a shared study, written under the workers' advisory lock."""
+    from hpo_helpers.evaluate import evaluate_study
+    from hpo_helpers.status import status
+
+    _shared_config(project, max_trials=1, epochs=1, shared_dir=tmp_path / "shared")
+    cfg = load_configs(project.config_dir, project.hpo)
+    outcome = run_sweep(cfg, output_dir=project.output_dir, storage_url=pg_url)
+    assert set(outcome.test_scores) == {"0"}
+    info = status(cfg, output_dir=project.output_dir, storage_url=pg_url)
+    assert info["test_f1"] == outcome.test_scores["0"]["f1"]
+    assert set(info["test_per_entity"]) == set(outcome.test_scores["0"]["per_type"])
+    scores, best = evaluate_study(cfg, output_dir=project.output_dir, storage_url=pg_url,
+                                  trial=0)
+    assert best == 0
+    assert scores[0]["f1"] == pytest.approx(info["test_f1"])
+    assert (tmp_path / "shared" / "hpo_tiny" / "models" / "trial_0" / "metrics.json").is_file()

@@ -5,12 +5,12 @@ last and renamed to ``checkpoint-<step>``; a folder without the marker is never 
 "Latest" is the highest step number, never the newest file time. Older checkpoints are removed
 only once a newer one is complete, so a kill at any moment leaves one usable checkpoint.
 
-The marker holds the SHA-256 of the weights and the training state, verified at load (issue
-11, finding 6); the JSON state is checked by parsing it and its keys. A truncated, zeroed or
-altered file, bad JSON or a pickle that ``torch.load(weights_only=True)`` refuses makes the
-checkpoint unreadable: :func:`load_latest` sets it aside (never deletes it) and falls back to
-the previous good checkpoint or to epoch 0. Checkpoints written before checksums (marker text
-``<step>``) still load and are logged once as unverified.
+A manifest (``checksums.json``) holds the SHA-256 of the weights and the training state,
+verified at load (issue 11, finding 6); the JSON state is checked by parsing it and its keys. A
+truncated, zeroed or altered file, bad JSON or a pickle that ``torch.load(weights_only=True)``
+refuses makes the checkpoint unreadable: :func:`load_latest` sets it aside (never deletes it)
+and falls back to the previous good checkpoint or to epoch 0. Checkpoints written before
+checksums (no manifest) still load and are logged once as unverified.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .errors import CheckpointError
 from .layout import checkpoint_name, checkpoint_step
 
 __all__ = [
+    "MANIFEST",
     "MARKER",
     "MODEL_FILE",
     "STATE_FILE",
@@ -36,6 +37,7 @@ __all__ = [
     "read_state",
     "resume_checkpoint",
     "set_aside_incomplete",
+    "verify",
     "write_checkpoint",
 ]
 
@@ -46,6 +48,7 @@ MODEL_FILE = "model.pt"
 TRAINING_FILE = "training_state.pt"  # optimizer, scheduler, RNG
 STATE_FILE = "trainer_state.json"  # epoch, step, history, best, params
 MARKER = "COMPLETE"
+MANIFEST = "checksums.json"  # SHA-256 of the files below, written before the marker
 # The JSON is checked by parsing and its keys (an edited one still meets the params check).
 _CHECKSUMMED = (MODEL_FILE, TRAINING_FILE)
 _STATE_KEYS = {"epoch", "step_in_epoch", "history", "best_f1", "global_step", "epoch_loss_sum",
@@ -73,13 +76,11 @@ def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_
         torch.save(model_state, tmp / MODEL_FILE)
         torch.save(training_state, tmp / TRAINING_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-
-    def marker_text(tmp: Path) -> str:
         sums = {name: sha256(tmp / name) for name in _CHECKSUMMED}
-        return json.dumps({"step": step, "sha256": sums}, sort_keys=True) + "\n"
+        (tmp / MANIFEST).write_text(json.dumps({"sha256": sums}, sort_keys=True))
 
     final = write_folder(trial_dir / checkpoint_name(step), fill, marker=MARKER,
-                         marker_text=marker_text, before_marker="checkpoint_write")
+                         marker_text=f"{step}\n", before_marker="checkpoint_write")
     prune_older(trial_dir, final)
     # The full path once per trial folder, then only the checkpoint's name (#14: less noise).
     where = final.name if trial_dir in _ANNOUNCED else str(final)
@@ -128,19 +129,23 @@ def resume_checkpoint(trial_dir: Path) -> Path | None:
     return latest_checkpoint(trial_dir)
 
 
-def _verify(checkpoint: Path) -> None:
-    """Compare each file with the checksum in the marker; a marker without one is logged once."""
-    text = (checkpoint / MARKER).read_text()
-    if not text.lstrip().startswith("{"):  # written before checksums: still loads
-        if checkpoint not in _unverified_logged:
+def verify(checkpoint: Path) -> None:
+    """Raise :class:`CheckpointError` when a file differs from its checksum or the JSON state
+    does not parse; a checkpoint without a manifest (older code) is logged once as unverified."""
+    try:
+        if (checkpoint / MANIFEST).is_file():
+            sums = json.loads((checkpoint / MANIFEST).read_text())["sha256"]
+            for name in _CHECKSUMMED:
+                if sha256(checkpoint / name) != sums[name]:
+                    raise ValueError(f"{name} does not match its checksum (damaged)")
+        elif checkpoint not in _unverified_logged:
             _unverified_logged.add(checkpoint)
             logger.warning("Checkpoint %s has no checksums (written by an older version): "
                            "loaded unverified", checkpoint)
-        return
-    sums = json.loads(text)["sha256"]
-    for name in _CHECKSUMMED:
-        if sha256(checkpoint / name) != sums[name]:
-            raise ValueError(f"{name} does not match its checksum (damaged)")
+        json.loads((checkpoint / STATE_FILE).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {checkpoint} cannot be read ({first}).") from None
 
 
 def read_state(checkpoint: Path) -> tuple[dict, dict, dict]:
@@ -150,8 +155,8 @@ def read_state(checkpoint: Path) -> tuple[dict, dict, dict]:
     :class:`CheckpointError`; ``weights_only=True`` never runs code from a file."""
     import torch
 
+    verify(checkpoint)
     try:
-        _verify(checkpoint)
         state = json.loads((checkpoint / STATE_FILE).read_text())
         model_state = torch.load(checkpoint / MODEL_FILE, map_location="cpu", weights_only=True)
         training = torch.load(checkpoint / TRAINING_FILE, map_location="cpu", weights_only=True)

@@ -70,13 +70,11 @@ def _tmp(final: Path) -> Path:
 
 
 def write_folder(final: Path, fill: Callable[[Path], None], *, marker: str | None = None,
-                 marker_text: str | Callable[[Path], str] = "",
-                 before_marker: str | None = None) -> Path:
+                 marker_text: str = "", before_marker: str | None = None) -> Path:
     """Write folder ``final`` atomically: ``fill(tmp)`` writes its files.
 
     The files are fsynced, then ``marker`` (when given) is written last; the folder takes its
-    final name only then. ``marker_text`` may be a function of the filled folder (checksums).
-    ``before_marker`` names a fault point (the harness kills there).
+    final name only then. ``before_marker`` names a fault point (the harness kills there).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     for leftover in final.parent.glob(f"{final.name}.tmp-*"):  # a killed earlier writer
@@ -90,9 +88,8 @@ def write_folder(final: Path, fill: Callable[[Path], None], *, marker: str | Non
     if before_marker:
         faults.point(before_marker)
     if marker is not None:
-        text = marker_text(tmp) if callable(marker_text) else marker_text
         with open(tmp / marker, "w") as fh:
-            fh.write(text)
+            fh.write(marker_text)
             fh.flush()
             os.fsync(fh.fileno())
     old = final.with_name(f"{final.name}.old-{os.getpid()}")

@@ -23,8 +23,16 @@ import shutil
 import threading
 from pathlib import Path
 
-from .checkpoints import MARKER, latest_checkpoint, prune_older
-from .durable import DurableWrites, copy_folder, folder_bytes, prune_leftovers, write_file
+from .checkpoints import MARKER, latest_checkpoint, prune_older, quarantine, verify
+from .durable import (
+    DurableWrites,
+    copy_folder,
+    folder_bytes,
+    prune_leftovers,
+    set_aside,
+    write_file,
+)
+from .errors import CheckpointError
 from .layout import BEST_MODEL, StudyLayout, checkpoint_step
 
 __all__ = ["CheckpointMirror", "folder_bytes"]
@@ -134,13 +142,23 @@ class CheckpointMirror:
         result = StudyLayout.fold_result(remote_dir)
         if result.is_file() and not StudyLayout.fold_result(local_dir).exists():
             write_file(StudyLayout.fold_result(local_dir), result.read_bytes())
-        remote = latest_checkpoint(remote_dir)
-        local = latest_checkpoint(local_dir)
-        if remote is None or checkpoint_step(remote) <= checkpoint_step(local):
-            return None
-        final = copy_folder(remote, local_dir / remote.name, marker=MARKER)
-        logger.info("Checkpoint restored from the durable mirror: %s -> %s", remote, local_dir)
-        return final
+        while True:
+            remote = latest_checkpoint(remote_dir)
+            local = latest_checkpoint(local_dir)
+            if remote is None or checkpoint_step(remote) <= checkpoint_step(local):
+                return None
+            final = copy_folder(remote, local_dir / remote.name, marker=MARKER)
+            try:
+                verify(final)  # a damaged mirror copy must not be pulled on every fresh VM
+            except CheckpointError as exc:
+                moved = set_aside(remote, "unreadable")
+                quarantine(final, "unreadable")
+                logger.error("%s Its durable mirror copy is set aside as %s; the previous one "
+                             "(or epoch 0) is used.", exc, moved.name)
+                continue
+            logger.info("Checkpoint restored from the durable mirror: %s -> %s", remote,
+                        local_dir)
+            return final
 
     def discard(self, trial_dir: Path) -> None:
         """The trial is over: drop its mirrored checkpoints."""

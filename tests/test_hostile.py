@@ -762,7 +762,7 @@ def _damage_checkpoint(ckpt: Path, style: str, flag: Path) -> None:
     elif style in ("malicious pickle", "malicious pickle, no checksum"):
         training.write_bytes(pickle.dumps(_Evil(flag)))
         if style.endswith("no checksum"):  # as a checkpoint of the code before checksums
-            (ckpt / "COMPLETE").write_text(f"{ckpt.name.split('-')[1]}\n")
+            (ckpt / "checksums.json").unlink()
     elif style == "64 random bytes in model.pt":
         data = bytearray(model.read_bytes())
         middle = len(data) // 2
@@ -858,8 +858,8 @@ def test_a_checkpoint_without_checksums_still_loads_logged_once(trained, tmp_pat
     trial_dir = tmp_path / "trial_0"
     _stop_after_epochs(trained, trial_dir, 1)
     ckpt = latest_checkpoint(trial_dir)
-    assert json.loads((ckpt / "COMPLETE").read_text())["sha256"]  # written with checksums
-    (ckpt / "COMPLETE").write_text(f"{ckpt.name.split('-')[1]}\n")  # as today's main writes
+    assert json.loads((ckpt / "checksums.json").read_text())["sha256"]  # written with them
+    (ckpt / "checksums.json").unlink()  # as the code on main today writes checkpoints
     with caplog.at_level(logging.WARNING, logger="hpo_helpers"):
         read_state(ckpt)
         result = _fit(trained, trial_dir)
@@ -1018,3 +1018,33 @@ def test_status_on_a_damaged_database_is_one_line(project, style) -> None:
     res = _cli(project, "status", "--config", str(project.hpo), "--output-dir",
                str(project.output_dir))
     _one_line_error(res, r"cannot read the study database .*study\.db: .*Fix: run the sweep")
+
+
+def test_a_damaged_mirror_checkpoint_is_set_aside_not_pulled_again(trained, tmp_path,
+                                                                   caplog) -> None:
+    """A fresh VM must not pull the same damaged checkpoint from Drive on every start."""
+    import shutil
+
+    from hpo_helpers.checkpoints import latest_checkpoint
+    from hpo_helpers.layout import StudyLayout
+    from hpo_helpers.mirror import CheckpointMirror
+
+    layout = StudyLayout(study_name="s", trials_root=tmp_path / "local",
+                         mirror_root=tmp_path / "drive")
+    remote_trial = tmp_path / "drive" / "trial_0"
+    first = _stop_after_epochs(trained, remote_trial, 1)
+    good = latest_checkpoint(remote_trial)
+    newer = remote_trial / f"checkpoint-{first.global_step + 5}"
+    shutil.copytree(good, newer)
+    _damage_checkpoint(newer, "truncated model.pt", tmp_path / "flag")
+    mirror = CheckpointMirror(layout)
+    try:
+        with caplog.at_level(logging.ERROR, logger="hpo_helpers"):
+            pulled = mirror.pull(tmp_path / "local" / "trial_0")
+    finally:
+        mirror.close()
+    assert [p.name for p in pulled] == [good.name]
+    assert "Its durable mirror copy is set aside" in caplog.text
+    assert [p.name.split(".")[0] for p in remote_trial.iterdir() if ".unreadable-" in p.name] \
+        == [newer.name]
+    assert latest_checkpoint(remote_trial) == good

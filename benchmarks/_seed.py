@@ -1,4 +1,6 @@
-"""Seed a study with many finished trials fast: one transaction of bulk inserts into Optuna's
+"""Large studies for measurements and tests; ``stub_fit`` stands in for training.
+
+Seed a study with many finished trials fast: one transaction of bulk inserts into Optuna's
 own tables (SQLite or PostgreSQL), instead of one transaction per trial through its API.
 
 Trial ``i`` of ``n``: COMPLETE, except every 50th+1 PRUNED and every 50th+2 FAIL (every 100th+2
@@ -77,3 +79,17 @@ def seed_study(url: str, name: str, n: int, *, running: int = 0,
             for i in range(n)
             for key, value in ((("best_epoch", 2),) if states[i] == "COMPLETE" else
                                (("interrupted", True),) if i % 100 == 2 else ())])
+
+
+def stub_fit(**kwargs: Any) -> Any:
+    """``train.fit`` without training: every epoch reports F1 0.5 at once."""
+    from hpo_helpers.train import FitResult
+
+    m: dict[str, Any] = {}
+    for epoch in range(int(kwargs["params"]["epochs"])):
+        if kwargs.get("on_step"):
+            kwargs["on_step"](epoch + 1, 2)
+        m = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_entity": {"SKILL": 0.5},
+             "train_loss": 1.0, "epoch": epoch}
+        kwargs["on_epoch"](epoch, m)
+    return FitResult(best_f1=0.5, history=[m], global_step=2)

@@ -96,8 +96,8 @@ def large_study(request, project):
     else:
         url = shared = request.getfixturevalue("pg_url")
     # A shared study's RUNNING trials belong to live workers (heartbeats): none are seeded.
-    seed_study(url, "hpo_tiny", N, running=RUNNING if shared is None else 0, user_attrs={"fingerprint": parts,
-                                                               "created_at": "2026-01-01"})
+    seed_study(url, "hpo_tiny", N, running=RUNNING if shared is None else 0,
+               user_attrs={"fingerprint": parts, "created_at": "2026-01-01"})
     return cfg, shared, url
 
 

@@ -1,4 +1,4 @@
-"""A 10,000-trial study: resume, ``status`` and the panel read it without loading every trial.
+"""A 10,000-trial study: resume, ``status``, the panel and notebook 03's summary read it without loading every trial.
 
 Optuna's full read of a study (every trial with its params and attributes) is made to raise
 while our code runs; only the sampler's and pruner's own reads, inside Optuna's ``ask`` and
@@ -22,6 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
+from hpo_helpers.inspection import compare_studies, load_studies
 from hpo_helpers.queries import trials_in
 from hpo_helpers.status import plan, status
 
@@ -155,6 +156,10 @@ def test_status_panel_and_resume_agree_with_a_full_load(large_study, project) ->
             assert panel["action"] == \
                 f"Resume: {counts['COMPLETE']} of {counts['COMPLETE'] + 1} trials complete"
             assert panel["stale"] == RUNNING
+        summary = compare_studies(load_studies([url])).iloc[0]  # notebook 03's summary
+        assert (summary["complete"], summary["pruned"], summary["failed"],
+                summary["best_trial"], summary["best_value"]) == (
+            counts["COMPLETE"], counts["PRUNED"], counts["FAIL"], best.number, best.value)
         with mock.patch("hpo_helpers.sweep.fit", stub_fit):
             outcome = run_sweep(more, output_dir=project.output_dir, storage_url=shared)
         after = status(more, **where)

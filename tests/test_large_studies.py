@@ -1,4 +1,5 @@
-"""A 10,000-trial study: resume, ``status``, the panel and notebook 03's summary read it without loading every trial.
+"""A 10,000-trial study: resume, ``status``, the panel and notebook 03's summary read it
+without loading every trial.
 
 Optuna's full read of a study (every trial with its params and attributes) is made to raise
 while our code runs; only the sampler's and pruner's own reads, inside Optuna's ``ask`` and

@@ -11,11 +11,15 @@ For each size N a study with N trials is seeded in one transaction (``_seed``), 
   own time (``ask`` and its per-parameter sampling; TPE reads every finished trial on its
   first ask) is measured apart and taken out: ``resume_s`` is our work (opening, counts, stale
   scan, best, retry choice, tracking, data loading); ``resume_open_and_reconcile_s`` is the
-  part that reads the study (open, recover RUNNING trials, counts, reconcile);
+  part that reads the study (open, recover RUNNING trials, counts, reconcile) and
+  ``resume_snapshots_s`` the whole-file copies of the databases to the durable folder
+  (Colab), which grow with the file, not with how it is read;
 * per-trial bookkeeping: the time between trial ends with training stubbed, without the
   sampler, and the sampler's time per trial apart.
 
-Also printed: one checkpoint write of minilm, and each figure's share of a smoke trial (measured
+A warm-up run at 10 trials comes first (imports and MLflow's first use are no size's cost).
+The load average is printed: on a shared machine every figure moves with it. Also printed: one
+checkpoint write of minilm, and each figure's share of a smoke trial (measured
 here unless --smoke-trial-s is given).
 
     python benchmarks/bookkeeping.py --sizes 1000,10000,50000
@@ -120,7 +124,10 @@ def _status_cli_s(work: Path, db: Path, hpo_path: Path) -> float:
     out = work / f"cli-{db.stat().st_ino}"
     (out / "tiny").mkdir(parents=True)
     shutil.copy(db, out / "tiny" / "study.db")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    import hpo_helpers
+
+    package_root = str(Path(hpo_helpers.__file__).resolve().parents[1])  # the one measured
+    env = {**os.environ, "PYTHONPATH": package_root, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "hpo_helpers", "status", "--json", "--config",
                     str(hpo_path), "--output-dir", str(out)], check=True, env=env,
@@ -172,10 +179,13 @@ def measure(n: int, work: Path, extra: int) -> dict:
     import optuna
 
     study_clock = _SamplerClock()  # opening the study (recovery, counts) and reconcile
+    snap_clock = _SamplerClock()  # whole-file copies of the study and MLflow databases
     with mock.patch("hpo_helpers.sweep.fit", stub_fit), \
             mock.patch("hpo_helpers.sweep.sampler_and_pruner", timed_sampler), \
             mock.patch("hpo_helpers.sweep._open", study_clock.wrap(sweep_module._open)), \
             mock.patch("hpo_helpers.sweep.reconcile", study_clock.wrap(sweep_module.reconcile)), \
+            mock.patch("hpo_helpers.sweep.snapshot_all",
+                       snap_clock.wrap(sweep_module.snapshot_all)), \
             mock.patch.object(optuna.Study, "ask", sampler_clock.wrap(optuna.Study.ask)):
         start = time.perf_counter()
         run_sweep(cfg, runtime=rt, tracking=tracking, events=clock.events)
@@ -189,6 +199,9 @@ def measure(n: int, work: Path, extra: int) -> dict:
             "resume_s": round(resume, 3), "resume_vs_baseline": round(resume / baseline, 3),
             "sampler_first_ask_s": round(first_ask, 3),
             "resume_open_and_reconcile_s": round(study_clock.within(start, clock.first_step), 3),
+            "resume_snapshots_s": round(snap_clock.within(start, clock.first_step), 3),
+            "snapshots_s_per_trial": round(statistics.mean(
+                snap_clock.within(a, b) for a, b in zip(ends, ends[1:])), 4) if gaps else None,
             "resume_to_first_step_s": round(clock.first_step - start, 3),
             "status_s": round(status_s, 4), "status_vs_baseline": round(status_s / baseline, 4),
             "status_cli_wall_s": round(cli_s, 3),
@@ -233,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="hpo-bookkeeping-"))
     try:
+        load_before = os.getloadavg()[0]
+        measure(10, work / "warm-up", 1)  # first-use costs (imports, MLflow) are not a size's
         rows = [measure(int(n), work, args.extra) for n in args.sizes.split(",")]
+        load_after = os.getloadavg()[0]
         smoke = args.smoke_trial_s
         if smoke is None:
             smoke = _smoke_trial_s(work)
@@ -250,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                           "baseline_load_count_best_s", "sampler_first_ask_s")},
             "resume_latency_s_at_largest": last["resume_s"],
             "largest": last["trials_in_study"],
+            "load_average_1m_before_after": [round(load_before, 2), round(load_after, 2)],
+            "cpus": os.cpu_count(),
         }
         print(json.dumps(report, sort_keys=True))
         if args.results:

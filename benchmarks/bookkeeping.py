@@ -1,15 +1,28 @@
-"""What a trial costs besides training, at 10, 100 and 1000 finished trials; resume latency.
+"""Bookkeeping at any study size: resume latency, ``status`` latency, per-trial cost.
 
-A study with N finished trials is made (Optuna's own API), then the real sweep runs a few more
-trials with training replaced by a stub that returns at once: everything else is the product
-(asking and telling, the stale-trial scan, the budget count, top-k bookkeeping, study snapshots
-to the durable folder on a simulated Colab layout, MLflow tracking). Printed per N: the
-bookkeeping seconds per trial and as a share of a smoke trial's wall time (measured here with
-the smoke config's backbone unless --smoke-trial-s is given), plus the cost of one checkpoint
-write of the smoke backbone, and the resume latency (sweep call to the first training step of
-the first new trial, tiny backbone, no model download) at the largest N.
+For each size N a study with N trials is seeded in one transaction (``_seed``), then:
 
-    python benchmarks/bookkeeping.py
+* baseline: plain Optuna's load + count + best (``load_study``, ``get_trials``, ``best_trial``),
+  measured in this run, on this machine; every other figure is also given as a ratio to it;
+* ``status``: the in-process call (median of 3) and the CLI's wall time (``status --json`` in a
+  new process, imports included);
+* resume: the real sweep on a simulated Colab layout (snapshots to a simulated Drive, MLflow),
+  training replaced by a stub, from the sweep call to the first training step. The sampler's
+  own time (``ask`` and its per-parameter sampling; TPE reads every finished trial on its
+  first ask) is measured apart and taken out: ``resume_s`` is our work (opening, counts, stale
+  scan, best, retry choice, tracking, data loading); ``resume_open_and_reconcile_s`` is the
+  part that reads the study (open, recover RUNNING trials, counts, reconcile) and
+  ``resume_snapshots_s`` the whole-file copies of the databases to the durable folder
+  (Colab), which grow with the file, not with how it is read;
+* per-trial bookkeeping: the time between trial ends with training stubbed, without the
+  sampler, and the sampler's time per trial apart.
+
+A warm-up run at 10 trials comes first (imports and MLflow's first use are no size's cost).
+The load average is printed: on a shared machine every figure moves with it. Also printed: one
+checkpoint write of minilm, and each figure's share of a smoke trial (measured
+here unless --smoke-trial-s is given).
+
+    python benchmarks/bookkeeping.py --sizes 1000,10000,50000
 """
 
 from __future__ import annotations
@@ -17,7 +30,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,31 +43,7 @@ from unittest import mock
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from _project import scratch_config  # noqa: E402 - a sibling module of this script
-
-
-def _seed_study(db: Path, n: int, fingerprint: dict) -> None:
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    from hpo_helpers.snapshot import enable_wal
-
-    enable_wal(db)
-    study = optuna.create_study(study_name="hpo_tiny", storage=f"sqlite:///{db}",
-                                direction="maximize")
-    study.set_user_attr("fingerprint", fingerprint)
-    dists = {"learning_rate": FloatDistribution(1e-3, 3e-3, log=True),
-             "batch_size": CategoricalDistribution([4, 8]),
-             "dropout": FloatDistribution(0.0, 0.2),
-             "weight_decay": FloatDistribution(1e-4, 1e-2, log=True),
-             "warmup_ratio": FloatDistribution(0.0, 0.1)}
-    trials = []
-    for i in range(n):
-        params = {"learning_rate": 1e-3 + i * 1e-6, "batch_size": 4, "dropout": 0.1,
-                  "weight_decay": 1e-3, "warmup_ratio": 0.05}
-        trials.append(optuna.trial.create_trial(
-            params=params, distributions=dists, value=0.5 + (i % 97) / 1000,
-            intermediate_values={0: 0.4, 1: 0.5}, user_attrs={"best_epoch": 2}))
-    study.add_trials(trials)
+from _seed import seed_study, stub_fit  # noqa: E402
 
 
 def _project(work: Path, max_trials: int) -> Path:
@@ -70,18 +62,6 @@ def _project(work: Path, max_trials: int) -> Path:
     path = config / "hpo" / "bk.yaml"
     path.write_text(yaml.safe_dump(hpo))
     return path
-
-
-def _stub_fit(**kwargs):
-    from hpo_helpers.train import FitResult
-
-    for epoch in range(int(kwargs["params"]["epochs"])):
-        if kwargs.get("on_step"):
-            kwargs["on_step"](epoch + 1, 2)
-        m = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_entity": {"SKILL": 0.5},
-             "train_loss": 1.0, "epoch": epoch}
-        kwargs["on_epoch"](epoch, m)
-    return FitResult(best_f1=0.5, history=[m], global_step=2)
 
 
 class _Clock:
@@ -104,11 +84,64 @@ class _Clock:
         self.finished: list[float] = []
 
 
+class _SamplerClock:
+    """Seconds spent in the wrapped calls (outermost only), e.g. the sampler's."""
+
+    def __init__(self) -> None:
+        self.spans: list[float] = []
+        self._depth = 0
+
+    def wrap(self, fn):  # noqa: ANN001, ANN202 - any callable
+        def timed(*args, **kwargs):  # noqa: ANN202
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.spans.append((start, time.perf_counter()))
+        return timed
+
+    def within(self, a: float, b: float) -> float:
+        return sum(min(e, b) - max(s, a) for s, e in self.spans if e > a and s < b)
+
+
+def _baseline_s(url: str) -> tuple[float, int]:
+    """Plain Optuna: load the study, count trials by state, take the best trial."""
+    import collections
+
+    import optuna
+
+    start = time.perf_counter()
+    study = optuna.load_study(study_name="hpo_tiny", storage=url)
+    counts = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    study.best_trial  # noqa: B018 - the read is what is measured
+    return time.perf_counter() - start, counts["COMPLETE"]
+
+
+def _status_cli_s(work: Path, db: Path, hpo_path: Path) -> float:
+    out = work / f"cli-{db.stat().st_ino}"
+    (out / "tiny").mkdir(parents=True)
+    shutil.copy(db, out / "tiny" / "study.db")
+    import hpo_helpers
+
+    package_root = str(Path(hpo_helpers.__file__).resolve().parents[1])  # the one measured
+    env = {**os.environ, "PYTHONPATH": package_root, "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "hpo_helpers", "status", "--json", "--config",
+                    str(hpo_path), "--output-dir", str(out)], check=True, env=env,
+                   capture_output=True, cwd=work)
+    return time.perf_counter() - start
+
+
 def measure(n: int, work: Path, extra: int) -> dict:
     from hpo_helpers import load_configs, run_sweep
+    from hpo_helpers import sweep as sweep_module
     from hpo_helpers.data import load_dataset
     from hpo_helpers.mlflow_setup import setup_mlflow_cross_platform
     from hpo_helpers.runtime import detect
+    from hpo_helpers.status import status
     from hpo_helpers.study import fingerprint
 
     root = work / f"vm{n}"
@@ -119,33 +152,61 @@ def measure(n: int, work: Path, extra: int) -> dict:
     ds = load_dataset(REPO / "dataset", cfg.data)
     db = root / "content/resume-ner/outputs/hpo/tiny/study.db"
     db.parent.mkdir(parents=True)
-    _seed_study(db, n, fingerprint(cfg.hpo, ds.fingerprint))
+    url = f"sqlite:///{db}"
+    seed_study(url, "hpo_tiny", n, user_attrs={"fingerprint": fingerprint(cfg.hpo,
+                                                                         ds.fingerprint)})
+    baseline, n_complete = _baseline_s(url)
+    cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo,
+                                                           max_trials=n_complete + extra))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        status(cfg, runtime=rt)
+        times.append(time.perf_counter() - start)
+    status_s = statistics.median(times)
+    cli_s = _status_cli_s(work, db, hpo_path)
     tracking = setup_mlflow_cross_platform("bookkeeping", runtime=rt)
-    clock = _Clock()
-    with mock.patch("hpo_helpers.sweep.fit", _stub_fit):
+    clock, sampler_clock = _Clock(), _SamplerClock()
+    real = sweep_module.sampler_and_pruner
+
+    def timed_sampler(hpo):  # noqa: ANN001, ANN202
+        sampler, pruner = real(hpo)
+        for name in ("infer_relative_search_space", "sample_relative", "sample_independent",
+                     "before_trial", "after_trial"):
+            setattr(sampler, name, sampler_clock.wrap(getattr(sampler, name)))
+        return sampler, pruner
+
+    import optuna
+
+    study_clock = _SamplerClock()  # opening the study (recovery, counts) and reconcile
+    snap_clock = _SamplerClock()  # whole-file copies of the study and MLflow databases
+    with mock.patch("hpo_helpers.sweep.fit", stub_fit), \
+            mock.patch("hpo_helpers.sweep.sampler_and_pruner", timed_sampler), \
+            mock.patch("hpo_helpers.sweep._open", study_clock.wrap(sweep_module._open)), \
+            mock.patch("hpo_helpers.sweep.reconcile", study_clock.wrap(sweep_module.reconcile)), \
+            mock.patch("hpo_helpers.sweep.snapshot_all",
+                       snap_clock.wrap(sweep_module.snapshot_all)), \
+            mock.patch.object(optuna.Study, "ask", sampler_clock.wrap(optuna.Study.ask)):
         start = time.perf_counter()
         run_sweep(cfg, runtime=rt, tracking=tracking, events=clock.events)
-    gaps = [b - a for a, b in zip(clock.finished, clock.finished[1:])]
-    return {"trials_in_study": n, "bookkeeping_s_per_trial": round(sum(gaps) / len(gaps), 4),
-            "resume_to_first_step_s": round(clock.first_step - start, 3)}
-
-
-def _resume_latency_real(work: Path, n: int) -> float:
-    """Sweep call to the first real training step (tiny backbone) with n finished trials."""
-    from hpo_helpers import load_configs, run_sweep
-    from hpo_helpers.data import load_dataset
-    from hpo_helpers.study import fingerprint
-
-    hpo_path = _project(work, n + 1)
-    cfg = load_configs(work / "config", hpo_path)
-    ds = load_dataset(REPO / "dataset", cfg.data)
-    out = work / "latency"
-    (out / "tiny").mkdir(parents=True)
-    _seed_study(out / "tiny" / "study.db", n, fingerprint(cfg.hpo, ds.fingerprint))
-    clock = _Clock()
-    start = time.perf_counter()
-    run_sweep(cfg, output_dir=out, events=clock.events)
-    return clock.first_step - start
+    first_ask = sampler_clock.within(start, clock.first_step)
+    resume = clock.first_step - start - first_ask
+    ends = clock.finished
+    gaps = [(b - a, sampler_clock.within(a, b)) for a, b in zip(ends, ends[1:])]
+    per_trial = statistics.mean(g - s for g, s in gaps) if gaps else float("nan")
+    sampler_per_trial = statistics.mean(s for _, s in gaps) if gaps else float("nan")
+    return {"trials_in_study": n, "baseline_load_count_best_s": round(baseline, 3),
+            "resume_s": round(resume, 3), "resume_vs_baseline": round(resume / baseline, 3),
+            "sampler_first_ask_s": round(first_ask, 3),
+            "resume_open_and_reconcile_s": round(study_clock.within(start, clock.first_step), 3),
+            "resume_snapshots_s": round(snap_clock.within(start, clock.first_step), 3),
+            "snapshots_s_per_trial": round(statistics.mean(
+                snap_clock.within(a, b) for a, b in zip(ends, ends[1:])), 4) if gaps else None,
+            "resume_to_first_step_s": round(clock.first_step - start, 3),
+            "status_s": round(status_s, 4), "status_vs_baseline": round(status_s / baseline, 4),
+            "status_cli_wall_s": round(cli_s, 3),
+            "bookkeeping_s_per_trial": round(per_trial, 4),
+            "sampler_s_per_trial": round(sampler_per_trial, 4)}
 
 
 def _checkpoint_write_s(backbone: str) -> float:
@@ -173,40 +234,52 @@ def _checkpoint_write_s(backbone: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10,100,1000")
+    p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--extra", type=int, default=4, help="trials run per size")
     p.add_argument("--smoke-trial-s", type=float, default=None,
                    help="wall time of one smoke trial (default: measure a minilm smoke trial)")
     p.add_argument("--results", action="store_true")
+    p.add_argument("--notes", default="", help="added to the RESULTS.md notes (e.g. load)")
     args = p.parse_args(argv)
     import logging
 
     logging.disable(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="hpo-bookkeeping-"))
     try:
+        load_before = os.getloadavg()[0]
+        measure(10, work / "warm-up", 1)  # first-use costs (imports, MLflow) are not a size's
         rows = [measure(int(n), work, args.extra) for n in args.sizes.split(",")]
-        largest = max(int(n) for n in args.sizes.split(","))
+        load_after = os.getloadavg()[0]
         smoke = args.smoke_trial_s
         if smoke is None:
             smoke = _smoke_trial_s(work)
         ckpt = _checkpoint_write_s("minilm")
         for r in rows:
             r["share_of_smoke_trial"] = round(r["bookkeeping_s_per_trial"] / smoke, 4)
-        growth = rows[-1]["bookkeeping_s_per_trial"] / rows[0]["bookkeeping_s_per_trial"]
+        first, last = rows[0], rows[-1]
         report = {
             "per_size": rows, "smoke_trial_s": round(smoke, 2),
             "checkpoint_write_s_minilm": round(ckpt, 3),
-            "growth_first_to_last_size": round(growth, 2),
-            "resume_latency_s_at_largest": round(_resume_latency_real(work, largest), 3),
-            "largest": largest,
+            "growth_first_to_last_size": {
+                k: round(last[k] / first[k], 2) if first[k] else None
+                for k in ("resume_s", "status_s", "bookkeeping_s_per_trial",
+                          "baseline_load_count_best_s", "sampler_first_ask_s")},
+            "resume_latency_s_at_largest": last["resume_s"],
+            "largest": last["trials_in_study"],
+            "load_average_1m_before_after": [round(load_before, 2), round(load_after, 2)],
+            "cpus": os.cpu_count(),
         }
         print(json.dumps(report, sort_keys=True))
         if args.results:
             from _results import record
 
-            record("bookkeeping", report, notes="bookkeeping = a full sweep cycle with "
-                   "training stubbed (ask/tell, stale scan, budget count, top-k, snapshots to "
-                   "a simulated Drive, MLflow); the checkpoint write is per checkpoint")
+            record("bookkeeping", report, notes="resume_s = sweep call to the first (stubbed) "
+                   "training step minus the sampler's time (sampler_first_ask_s, Optuna's TPE, "
+                   "reported apart); status_s = in-process call, status_cli_wall_s = a new "
+                   "process; *_vs_baseline = ratio to plain Optuna's load + count + best in "
+                   "the same run; per trial = a sweep cycle with training stubbed (tell, stale "
+                   "scan, budget count, top-k, snapshots to a simulated Drive, MLflow) without "
+                   "the sampler. " + args.notes)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

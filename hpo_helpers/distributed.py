@@ -134,9 +134,11 @@ class SharedStudy:
         """``study.ask()`` unless COMPLETE + RUNNING trials cover the budget (then None)."""
         from optuna.trial import TrialState
 
+        from .queries import state_counts
+
         with self.exclusive("budget"):
-            taken = len(study.get_trials(deepcopy=False,
-                                         states=(TrialState.COMPLETE, TrialState.RUNNING)))
+            counts = state_counts(study)
+            taken = counts[TrialState.COMPLETE.name] + counts[TrialState.RUNNING.name]
             if taken >= max_trials:
                 return None
             with _quiet_optuna():

@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .durable import DurableWrites, copy_folder, folder_bytes, prune_leftovers
 from .layout import StudyLayout, trial_root_of
-from .schema import RETRY_OF, RETRY_ROOT
+from .queries import chain_numbers, top_complete, trials_in
+from .schema import retry_root
 from .snapshot import snapshot
 
 if TYPE_CHECKING:
@@ -33,15 +33,6 @@ __all__ = ["disk_usage", "free_memory", "keep_top_k", "reconcile", "snapshot_all
 logger = logging.getLogger(__name__)
 
 
-def _top_k(study: optuna.Study, k: int) -> set[int]:
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ranked = sorted(done, key=lambda t: (-(t.value if t.value is not None else -math.inf),
-                                         t.number))
-    return {t.number for t in ranked[:k]}
-
-
 def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: int,
                best_src: Path | None, writes: DurableWrites | None = None) -> None:
     """Keep ``best_src`` as trial ``trial_number``'s model if it ranks in the top k; drop the
@@ -54,7 +45,7 @@ def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: i
     if layout.models_root is None or target is None:
         return
     writes = writes or DurableWrites()
-    keep = _top_k(study, k)
+    keep = {number for number, _ in top_complete(study, k)}
     if trial_number in keep and best_src is not None and best_src.is_dir():
         local = layout.local_model_dir(trial_number)
         if local is not None and local != target:
@@ -67,7 +58,7 @@ def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: i
 
         def move(src: Path = local, number: int = trial_number,
                  final: Path = target) -> None:
-            if number not in _top_k(study, k):  # fell out while it waited
+            if number not in {n for n, _ in top_complete(study, k)}:  # fell out while it waited
                 shutil.rmtree(src, ignore_errors=True)
                 return
             try:
@@ -91,12 +82,8 @@ def _live_roots(study: optuna.Study) -> set[int]:
     """Retry-chain roots whose checkpoints may still be used (a trial will continue them)."""
     from optuna.trial import TrialState
 
-    live = set()
-    for t in study.get_trials(deepcopy=False):
-        root = int(t.user_attrs.get(RETRY_ROOT, t.number))
-        if t.state in (TrialState.RUNNING, TrialState.WAITING):
-            live.add(root)  # an interrupted attempt's retry is queued: it continues from these
-    return live
+    # an interrupted attempt's retry is queued: it continues from these
+    return {retry_root(t) for t in trials_in(study, (TrialState.RUNNING, TrialState.WAITING))}
 
 
 def reconcile(study: optuna.Study, layout: StudyLayout) -> list[Path]:
@@ -104,10 +91,7 @@ def reconcile(study: optuna.Study, layout: StudyLayout) -> list[Path]:
 
     Returns the folders removed; folders it cannot attribute are logged and kept.
     """
-    known = {int(t.user_attrs.get(RETRY_ROOT, t.number)) for t in
-             study.get_trials(deepcopy=False)}
-    known |= {int(t.user_attrs[RETRY_OF]) for t in study.get_trials(deepcopy=False)
-              if RETRY_OF in t.user_attrs}
+    known = chain_numbers(study)
     live = _live_roots(study)
     removed: list[Path] = []
     for root_dir in dict.fromkeys((layout.trials_root, layout.mirror_root)):

@@ -77,9 +77,9 @@ def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
             storage = reader_storage(f)  # read-only, never creates tables
             if storage is None:
                 continue
-            for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-                studies.append(optuna.load_study(study_name=summary.study_name,
-                                                 storage=storage))
+            # names only: Optuna's study summaries load every trial of every study
+            for name in optuna.get_all_study_names(storage):
+                studies.append(optuna.load_study(study_name=name, storage=storage))
         except Exception as exc:  # noqa: BLE001 - show the others
             logger.warning("Skipping %s: not a readable study (%s)", mask(f), mask(exc))
     return studies

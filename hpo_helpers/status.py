@@ -48,15 +48,14 @@ def _empty(cfg: Configs, name: str, backbone: str, enabled: bool) -> dict[str, A
 
 
 def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
-    from .study import count_states, interrupted_numbers
+    from .queries import best_trial, interrupted_numbers, state_counts
 
-    counts = count_states(study)
-    trials = study.get_trials(deepcopy=False)
-    out.update(exists=True, n_trials=len(trials), n_complete=counts["COMPLETE"],
+    counts = state_counts(study)  # targeted reads: never every trial (see queries)
+    out.update(exists=True, n_trials=sum(counts.values()), n_complete=counts["COMPLETE"],
                n_running=counts["RUNNING"], n_failed=counts["FAIL"], n_pruned=counts["PRUNED"],
-               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(trials)))
-    if counts["COMPLETE"]:
-        best = study.best_trial
+               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(study)))
+    best = best_trial(study) if counts["COMPLETE"] else None
+    if best is not None:
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
     _describe_results(study.user_attrs, out)
 

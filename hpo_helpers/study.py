@@ -29,6 +29,7 @@ from .durable import set_aside
 from .errors import FingerprintMismatchError, StudyError, StudyLockedError
 from .filelocks import ProcessLock, holder
 from .paths import StudyPaths
+from .queries import state_counts, trials_in
 from .schema import (
     ATTEMPT,
     CREATED_AT,
@@ -273,13 +274,8 @@ def unreadable_database(target: Path | str, problem: str) -> StudyError:
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
-    """Trials per state, read without deep copies."""
-    from optuna.trial import TrialState
-
-    counts = {s.name: 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name] += 1
-    return counts
+    """Trials per state (one ``GROUP BY`` on a database storage; see ``queries``)."""
+    return state_counts(study)
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
@@ -294,12 +290,6 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial)
                                     ATTEMPT: int(trial.user_attrs.get(ATTEMPT, 1)) + 1})
 
 
-def interrupted_numbers(trials: list[Any]) -> set[int]:
-    """Trials that died with their process: tagged ``interrupted`` or continued by a retry."""
-    return ({t.number for t in trials if t.user_attrs.get(INTERRUPTED)}
-            | {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs})
-
-
 def recover_interrupted(study: optuna.Study) -> list[int]:
     """Mark RUNNING trials FAIL/``interrupted`` and queue a retry of each with the same params.
 
@@ -309,7 +299,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
     storage = study._storage
     recovered = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in trials_in(study, (TrialState.RUNNING,)):
         storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         recovered.append(t.number)

@@ -37,6 +37,7 @@ from .layout import StudyLayout, backbone_cache, seed_study_files
 from .mirror import CheckpointMirror
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .paths import StudyPaths, resolve
+from .queries import best_trial, recent_durations
 from .redaction import mask
 from .runtime import Runtime, detect
 from .schema import ATTEMPT, CREATED_AT, ERROR, INTERRUPTED, RETRY_OF, SESSIONS, retry_root
@@ -58,21 +59,15 @@ logger = logging.getLogger(__name__)
 
 
 def _estimate_trial_seconds(study: optuna.Study) -> float | None:
-    from optuna.trial import TrialState
-
-    durations = [t.duration.total_seconds() for t in
-                 study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.duration is not None]
-    return statistics.mean(durations[-5:]) if durations else None
+    durations = recent_durations(study, 5)
+    return statistics.mean(durations) if durations else None
 
 
 def _finished(events: SweepEvents, study: optuna.Study, number: int, state: str,
               value: float | None) -> None:
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = max((t.value for t in done), default=None)
-    events.trial_finished(number, state, value, len(done), best)
+    n_complete = count_states(study)["COMPLETE"]
+    best = best_trial(study) if n_complete else None
+    events.trial_finished(number, state, value, n_complete, best.value if best else None)
 
 
 class _Sweep:

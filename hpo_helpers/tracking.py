@@ -19,6 +19,7 @@ from typing import Any
 
 from .distributed import worker_id
 from .mlflow_setup import TrackingSetup
+from .queries import best_trial, state_counts, trial_by_number, trial_numbers
 from .redaction import mask
 from .schema import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_ID, RETRY_OF, SESSIONS
 
@@ -126,7 +127,7 @@ class SweepTracker:
         self.client.log_metric(self.parent_id, "resume_count", max(0, sessions - 1),
                                step=sessions)
         for number in recovered:
-            self.trial_interrupted(study.get_trials(deepcopy=False)[number])
+            self.trial_interrupted(trial_by_number(study, number))
         if existing is not None:
             self._reconcile(study)
         self.update_parent(study)
@@ -155,12 +156,12 @@ class SweepTracker:
             [self.setup.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and "
                           "attributes.status = 'RUNNING'", max_results=1000)
-        trials = study.get_trials(deepcopy=False)
+        numbers = trial_numbers(study) if stale else set()
         for run in stale:
             number = int(run.data.tags.get("trial_number", -1))
-            if not 0 <= number < len(trials):
+            if number not in numbers:
                 continue
-            trial = trials[number]
+            trial = trial_by_number(study, number)
             if trial.state == TrialState.COMPLETE:
                 self.client.log_metric(run.info.run_id, f"final_{self.metric}",
                                        float(trial.value))
@@ -179,7 +180,7 @@ class SweepTracker:
         retry_of = trial.user_attrs.get(RETRY_OF)
         if retry_of is not None:
             tags["retry_of_trial"] = str(retry_of)
-            original = trial.study.get_trials(deepcopy=False)[int(retry_of)] \
+            original = trial_by_number(trial.study, int(retry_of)) \
                 if hasattr(trial, "study") else None
             if original is not None and original.user_attrs.get(CHILD_ATTR):
                 tags["retry_of_run"] = original.user_attrs[CHILD_ATTR]
@@ -220,17 +221,16 @@ class SweepTracker:
     @_guarded
     def update_parent(self, study: Any) -> None:
         from mlflow.entities import Metric
-        from optuna.trial import TrialState
 
-        trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        counts = state_counts(study)
+        n_trials, n_complete = sum(counts.values()), counts["COMPLETE"]
         ts = int(time.time() * 1000)
-        metrics = [Metric("n_trials", len(trials), ts, len(trials)),
-                   Metric("n_completed_trials", len(complete), ts, len(trials))]
-        if complete:
-            best = max(complete, key=lambda t: (t.value, -t.number))
-            metrics += [Metric("best_value", float(best.value), ts, len(trials)),
-                        Metric(f"best_{self.metric}", float(best.value), ts, len(trials))]
+        metrics = [Metric("n_trials", n_trials, ts, n_trials),
+                   Metric("n_completed_trials", n_complete, ts, n_trials)]
+        best = best_trial(study) if n_complete else None
+        if best is not None:
+            metrics += [Metric("best_value", float(best.value), ts, n_trials),
+                        Metric(f"best_{self.metric}", float(best.value), ts, n_trials)]
             if best.user_attrs.get(CHILD_ATTR):
                 self.client.set_tag(self.parent_id, "best_trial_run_id",
                                     best.user_attrs[CHILD_ATTR])

@@ -126,6 +126,10 @@ def _status(args: argparse.Namespace) -> int:
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
+    if info.get("best_fold_f1"):
+        folds = ", ".join(f"{v:.4f}" for v in info["best_fold_f1"])
+        print(f"  folds F1 [{folds}]  mean {info['best_value']:.4f} "
+              f"+/- {info['best_fold_f1_std'] or 0:.4f}")
     for w in info.get("workers", []):
         print(f"  worker {w['worker']}: trial {w['trial']}, last heartbeat "
               f"{w['heartbeat_age_s']} s ago")

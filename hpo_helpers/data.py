@@ -436,14 +436,41 @@ def load_dataset(path: Path | str, cfg: DataConfig) -> Dataset:
                    digest.hexdigest()[:16], tuple(reports))
 
 
-def kfold_split(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document],
-                                                                      list[Document]]]:
-    """``k`` (train, held-out) pairs over ``docs``: a seeded shuffle, every k-th one held out."""
+def kfold_split(docs: list[Document], k: int, seed: int, *, stratified: bool = False,
+                ) -> list[tuple[list[Document], list[Document]]]:
+    """``k`` (train, held-out) pairs over ``docs``: a seeded shuffle, every k-th one held out.
+
+    ``stratified``: documents are grouped by the rarest entity type each contains (counted
+    over all ``docs``; documents without entities form their own group) and dealt round-robin
+    group by group, so every fold gets its share of each rare type."""
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
+    if stratified:
+        counts = _type_counts(docs)
+        strata = [_rarest_type(d, counts) for d in docs]
+        rank = {s: i for i, s in enumerate(sorted(set(strata), key=lambda s: (s is None, s or "")))}
+        order.sort(key=lambda i: rank[strata[i]])  # stable: shuffled within each stratum
     folds = []
     for f in range(k):
         held = set(order[f::k])
         folds.append(([d for i, d in enumerate(docs) if i not in held],
                       [d for i, d in enumerate(docs) if i in held]))
     return folds
+
+
+def _doc_types(doc: Document) -> set[str]:
+    return {t[2:] for t in doc.tags if t.startswith("B-")}
+
+
+def _type_counts(docs: list[Document]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in docs:
+        for t in _doc_types(d):
+            counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def _rarest_type(doc: Document, counts: dict[str, int]) -> str | None:
+    """The entity type of ``doc`` that the fewest documents contain (ties: by name)."""
+    types = _doc_types(doc)
+    return min(types, key=lambda t: (counts[t], t)) if types else None

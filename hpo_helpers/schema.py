@@ -14,14 +14,19 @@ __all__ = [
     "ERROR",
     "FINGERPRINT",
     "FOLD_F1",
+    "FOLD_F1_MEAN",
+    "FOLD_F1_STD",
     "INTERRUPTED",
     "MLFLOW_PARENT_RUN_ID",
     "MLFLOW_RUN_ID",
     "RESUMED_FROM_EPOCH",
+    "RESUMED_FROM_FOLD",
     "RESUMED_FROM_STEP",
     "RETRY_OF",
     "RETRY_ROOT",
+    "SELECTED_BACKBONE",
     "SESSIONS",
+    "TEST_SCORES",
     "VAL_PER_ENTITY_F1",
     "VAL_PRECISION",
     "VAL_RECALL",
@@ -35,6 +40,8 @@ FINGERPRINT = "fingerprint"  # search space, objective and dataset the study was
 CREATED_AT = "created_at"  # "%Y-%m-%dT%H:%M:%S"; names the kept-models folder
 SESSIONS = "sessions"  # how many sessions opened the study
 MLFLOW_PARENT_RUN_ID = "mlflow_parent_run_id"
+TEST_SCORES = "test_scores"  # trial number -> test scores (written by evaluate)
+SELECTED_BACKBONE = "selected_backbone"  # selection.json: the model select chose
 
 # Trial attributes: the retry chain
 INTERRUPTED = "interrupted"  # on the dead attempt
@@ -43,10 +50,13 @@ RETRY_ROOT = "retry_root"  # the first attempt; its checkpoint folder serves the
 ATTEMPT = "attempt"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 RESUMED_FROM_STEP = "resumed_from_step"
+RESUMED_FROM_FOLD = "resumed_from_fold"  # k-fold: the fold the retry continued
 # Trial attributes: results and bookkeeping
 ERROR = "error"
 BEST_EPOCH = "best_epoch"
-FOLD_F1 = "fold_f1"
+FOLD_F1 = "fold_f1"  # k-fold: best F1 of each finished fold, in fold order
+FOLD_F1_MEAN = "fold_f1_mean"  # k-fold: their mean (the trial's value)
+FOLD_F1_STD = "fold_f1_std"  # k-fold: their population standard deviation
 VAL_PER_ENTITY_F1 = "val_per_entity_f1"
 VAL_PRECISION = "val_precision"
 VAL_RECALL = "val_recall"

@@ -1,4 +1,5 @@
-"""Command line: ``python -m hpo_helpers run|status|make-demo-data``.
+"""Command line: ``python -m hpo_helpers COMMAND`` (run, status, dashboard, select,
+migrate-config, make-demo-data).
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
 traceback instead. An interrupted sweep exits 130 after saving its state.
@@ -57,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     _common(dash)
     dash.add_argument("--port", type=int, default=8080)
+    sel = sub.add_parser("select", help="choose one model across the backbones' studies")
+    _common(sel)
+    sel.add_argument("--mlflow-experiment", help="log the choice in this MLflow experiment")
+    sel.add_argument("--seconds", type=float, default=2.0,
+                     help="time each speed measurement runs (training and inference)")
+    mig = sub.add_parser("migrate-config", help="convert the original tool's config folder")
+    mig.add_argument("old_dir", help="the original project's config folder")
+    mig.add_argument("new_dir", help="where to write our configs (and MIGRATION.md)")
+    mig.add_argument("--force", action="store_true", help="overwrite files in new_dir")
+    mig.add_argument("--debug", action="store_true")
     demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default="dataset")
     demo.add_argument("--seed", type=int, default=7)
@@ -87,9 +98,24 @@ def _run(args: argparse.Namespace) -> int:
 
         tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir,
                                             tracking_uri=args.tracking_uri)
+    from .backbone_sweeps import backbone_list, run_backbones
+
+    names = backbone_list(cfg, args.backbone)
+    if len(names) > 1:  # one study per backbone, in sequence (issue 12)
+        outcomes = run_backbones(cfg, names, dataset_path=args.dataset,
+                                 output_dir=args.output_dir, tracking=tracking,
+                                 storage_url=args.storage_url)
+        codes = [_report(args, cfg, o) for o in outcomes]
+        print(f"backbones {', '.join(names)}: "
+              + ("interrupted" if 130 in codes else "all studies done"))
+        return 130 if 130 in codes else 0
     outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
                         output_dir=args.output_dir, tracking=tracking,
                         storage_url=args.storage_url)
+    return _report(args, cfg, outcome)
+
+
+def _report(args: argparse.Namespace, cfg, outcome) -> int:  # noqa: ANN001 - sweep types
     study = outcome.study
     from .study import count_states
 
@@ -136,6 +162,34 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    from .selection import select
+
+    cfg = _load(args)
+    tracking = None
+    if args.mlflow_experiment:
+        from .mlflow_setup import setup_mlflow_from_config
+
+        tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir)
+    names = [b.strip() for b in args.backbone.split(",")] if args.backbone else None
+    result = select(cfg, backbones=names, output_dir=args.output_dir, tracking=tracking,
+                    seconds=args.seconds)
+    print(f"selected: {result['selected_backbone']} (study {result['study_name']}, trial "
+          f"{result['trial']})")
+    for reason in result["reasons"]:
+        print(f"  {reason}")
+    print(f"written: {result['selection_json']} and {result['report']}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate_config
+
+    report = migrate_config(args.old_dir, args.new_dir, force=args.force)
+    print(report.summary())
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from .dashboard import start_dashboard
     from .sweep import status, storage_url_for
@@ -176,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
-               "make-demo-data": _demo}[args.command]
+               "make-demo-data": _demo, "select": _select,
+               "migrate-config": _migrate}[args.command]
     try:
         return handler(args)
     except HpoHelpersError as exc:

@@ -36,13 +36,18 @@ __all__ = [
     "DRIVE_ROOT",
     "FOLD_RESULT",
     "KAGGLE_ROOT",
+    "MIGRATION_REPORT",
     "MLFLOW_DB",
+    "SELECTION",
+    "SELECTION_REPORT",
     "StudyLayout",
     "backbone_cache",
     "checkpoint_name",
     "checkpoint_step",
     "default_study_name",
     "is_study_file",
+    "migration_report",
+    "selection_files",
     "trial_root_of",
 ]
 
@@ -60,6 +65,9 @@ MODELS = "models"
 BEST_MODEL = "best-model"
 BACKBONE_CACHE = ".backbones"
 FOLD_RESULT = "fold_result.json"
+SELECTION = "selection.json"  # in the output folder: the model `select` chose, and why
+SELECTION_REPORT = "selection.md"
+MIGRATION_REPORT = "MIGRATION.md"  # in a folder written by `migrate-config`
 _TRIAL = re.compile(r"^trial_(\d+)$")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -97,6 +105,16 @@ def default_study_name(backbone: str, study_name: str | None = None) -> str:
 def backbone_cache(base: Path, backbone: str, dataset_fingerprint: str) -> Path:
     """Folder of the tokenizer trained for ``backbone`` on one dataset (``tiny``)."""
     return base / BACKBONE_CACHE / f"{backbone_path_name(backbone)}-{dataset_fingerprint}"
+
+
+def selection_files(output_root: Path) -> tuple[Path, Path]:
+    """``(selection.json, selection.md)`` of the studies under ``output_root``."""
+    return output_root / SELECTION, output_root / SELECTION_REPORT
+
+
+def migration_report(new_dir: Path) -> Path:
+    """The report ``migrate-config`` writes beside the configs it converted."""
+    return new_dir / MIGRATION_REPORT
 
 
 def _stamp(created_at: str | None) -> str | None:

@@ -1,0 +1,48 @@
+"""Model selection across backbones: each threshold rule on hand-made study results."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpo_helpers.config import SelectionConfig
+from hpo_helpers.errors import HpoHelpersError
+from hpo_helpers.selection import Candidate, choose
+
+SLOW_BEST = Candidate("deberta", 0.900, infer_tokens_per_s=1000.0)
+FAST = Candidate("distilbert", 0.890, infer_tokens_per_s=4000.0)
+FASTEST = Candidate("minilm", 0.860, infer_tokens_per_s=9000.0)
+
+
+@pytest.mark.parametrize(("rules", "candidates", "expected", "why"), [
+    # relative gap: (0.900 - 0.890) / 0.900 = 0.0111 < 0.015 -> the faster one
+    (SelectionConfig(0.015, True, 0.0), [SLOW_BEST, FAST], "distilbert", "below 0.0150"),
+    # absolute gap 0.010 >= 0.005 -> the best stays
+    (SelectionConfig(0.005, False, 0.0), [SLOW_BEST, FAST], "deberta", "at least 0.0050"),
+    # absolute gap 0.010 < 0.015 -> the faster one
+    (SelectionConfig(0.015, False, 0.0), [SLOW_BEST, FAST], "distilbert", "(absolute)"),
+    # relative 0.0111 >= 0.01 but min gain 0.02 is the bar -> the faster one
+    (SelectionConfig(0.01, True, 0.02), [SLOW_BEST, FAST], "distilbert", "below 0.0200"),
+    # relative 0.0111 >= 0.01, no min gain -> the best stays
+    (SelectionConfig(0.01, True, 0.0), [SLOW_BEST, FAST], "deberta", "at least 0.0100"),
+    # chain: distilbert replaces deberta; minilm's gap to distilbert 0.0337 > 0.02 -> distilbert
+    (SelectionConfig(0.015, True, 0.02), [FASTEST, SLOW_BEST, FAST], "distilbert",
+     "kept distilbert"),
+    # a slower model never replaces a better one, however close
+    (SelectionConfig(0.5, True, 0.0), [Candidate("a", 0.9, infer_tokens_per_s=9000.0),
+                                       Candidate("b", 0.89, infer_tokens_per_s=10.0)], "a",
+     "is not faster"),
+    # training speed stands in when inference was not measured
+    (SelectionConfig(0.015, True, 0.0), [Candidate("a", 0.9, train_tokens_per_s=10.0),
+                                         Candidate("b", 0.899, train_tokens_per_s=50.0)], "b",
+     "b chosen"),
+])
+def test_threshold_rules(rules, candidates, expected, why) -> None:
+    choice = choose(candidates, rules)
+    assert choice.chosen.backbone == expected, choice.reasons
+    assert any(why in r for r in choice.reasons), choice.reasons
+    assert choice.candidates[0].score == max(c.score for c in candidates)
+
+
+def test_no_finished_study_is_an_error() -> None:
+    with pytest.raises(HpoHelpersError, match="no finished study to select from"):
+        choose([], SelectionConfig())

@@ -199,8 +199,12 @@ class DataConfig:
 # Reading
 
 
-def load_yaml(path: Path | str) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file (and line)."""
+def load_yaml(path: Path | str, *, expand: bool = True) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file (and line).
+
+    ``expand``: replace ``${VAR}``/``${VAR:-default}`` in string values (see
+    :func:`expand_env`); ``migrate-config`` reads with ``expand=False`` so that it never
+    writes a value taken from the environment."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found. Fix: check the path (cwd is {Path.cwd()}).")
@@ -216,7 +220,7 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}.")
-    return _expand_all(raw)
+    return _expand_all(raw) if expand else raw
 
 
 _ENV_REF = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")

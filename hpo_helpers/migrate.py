@@ -137,6 +137,9 @@ def _search_space(old: _Old, train: _Old | None, out: dict[str, Any]) -> None:
                              ("weight_decay", "training.weight_decay"),
                              ("epochs", "training.epochs")):
         if name in space:
+            if train is not None and train.get(from_train) is not None \
+                    and from_train not in {e[1] for e in train.report.entries}:
+                train.unsupported(from_train, f"search_space.{name} of the HPO file is used")
             continue
         value = train.get(from_train) if train is not None else None
         if value is not None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .mlflow_setup import TrackingSetup
     from .runtime import Runtime
 
-__all__ = ["Candidate", "Choice", "choose", "measure_speed", "select"]
+__all__ = ["Candidate", "Choice", "choose", "measure_speed", "select", "selection_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,22 @@ def select(cfg: Configs, *, backbones: list[str] | None = None,
     if tracking is not None:
         _log(tracking, result, md_path)
     return result
+
+
+def selection_markdown(config_dir: Path | str, hpo_config: Any, *,
+                       output_dir: Path | str | None = None, runtime: Runtime | None = None,
+                       backbones: list[str] | None = None, seconds: float = 1.0) -> str:
+    """Notebook 03's selection cell: run :func:`select` and return its Markdown report, or
+    one line saying why there is nothing to select yet."""
+    from .config import load_configs
+
+    cfg = load_configs(config_dir, hpo_config)
+    try:
+        result = select(cfg, backbones=backbones, output_dir=output_dir, runtime=runtime,
+                        seconds=seconds)
+    except HpoHelpersError as exc:
+        return f"Model selection: {exc}"
+    return Path(result["report"]).read_text(encoding="utf-8")
 
 
 def _log(tracking: TrackingSetup, result: dict[str, Any], report: Path) -> None:

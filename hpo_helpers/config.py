@@ -568,6 +568,9 @@ def _check_hpo(file: Path, cfg: HpoConfig, problems: Problems) -> None:
                         "120 with heartbeat_interval: 10 (and above the longest checkpoint write)")
     with problems.check():
         _named(file, "backbone", cfg.backbone, backbone_path_name)
+    for i, name in enumerate(cfg.backbones):
+        with problems.check():
+            _named(file, f"backbones[{i}]", name, backbone_path_name)
 
 
 def _named(file: Path, name: str, value: str, check: Any, **kwargs: Any) -> None:

@@ -76,3 +76,46 @@ def test_kfold_sweep_killed_mid_fold_resumes_without_retraining_finished_folds(p
                                         str(project.output_dir)), env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert "folds F1 [" in status.stdout, status.stdout + status.stderr
+
+
+def test_new_fields_at_their_defaults_keep_an_existing_studys_fingerprint(project) -> None:
+    from hpo_helpers.config import load_hpo_config
+    from hpo_helpers.study import fingerprint
+
+    from .conftest import TINY_HPO
+
+    old = fingerprint(load_hpo_config({**TINY_HPO, "k_folds": 3}), "data")
+    assert old["objective"] == {"metric": "f1", "direction": "maximize", "k_folds": 3}
+    same = load_hpo_config({**TINY_HPO, "k_folds": 3, "k_fold_stratified": False,
+                            "backbones": ["tiny", "minilm"],
+                            "selection": {"accuracy_threshold": 0.02}})
+    assert fingerprint(same, "data") == old
+    changed = load_hpo_config({**TINY_HPO, "k_folds": 3, "k_fold_stratified": True})
+    assert fingerprint(changed, "data")["objective"]["k_fold_stratified"] is True
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("k_fold_stratified", "yes", r"'k_fold_stratified' = 'yes' must be true or false"),
+    ("selection", {"accuracy_threshold": 2}, r"'selection\.accuracy_threshold' = 2.0 is out of "
+                                             r"range \(must be <= 1\)"),
+    ("selection", {"min_gain": 0.1}, r"unknown key\(s\) selection\.min_gain"),
+    ("backbones", "tiny", r"'backbones' = 'tiny' must be a list"),
+])
+def test_new_kfold_and_selection_keys_are_checked(key, value, match) -> None:
+    from hpo_helpers.config import load_hpo_config
+    from hpo_helpers.errors import ConfigError
+
+    from .conftest import TINY_HPO
+
+    with pytest.raises(ConfigError, match=match):
+        load_hpo_config({**TINY_HPO, key: value})
+
+
+def test_each_of_several_backbones_is_a_checked_name() -> None:
+    from hpo_helpers.config import load_hpo_config
+    from hpo_helpers.errors import ConfigError
+
+    from .conftest import TINY_HPO
+
+    with pytest.raises(ConfigError, match=r"key 'backbones\[1\]'.*\.\./x"):
+        load_hpo_config({**TINY_HPO, "backbones": ["tiny", "../x"]})

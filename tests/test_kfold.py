@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -40,7 +41,9 @@ def test_kfold_sweep_killed_mid_fold_resumes_without_retraining_finished_folds(p
     project.write_hpo(**{**raw, "k_folds": 3, "k_fold_stratified": True, "max_trials": 2})
     db = project.output_dir / "tiny" / "study.db"
     trial1 = project.output_dir / "tiny" / "trials" / "hpo_tiny" / "trial_1"
-    proc = subprocess.Popen(project.run_args(), env=_env(), stdout=subprocess.PIPE,
+    tracking = f"sqlite:///{project.root / 'mlflow.db'}"
+    args = project.run_args("--mlflow-experiment", "kfold", "--tracking-uri", tracking)
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     # Trial 1 inside its third fold (folds 0 and 1 finished, fold 2 has a checkpoint).
     _wait_for(lambda: _running_trial(db) == 1
@@ -51,8 +54,7 @@ def test_kfold_sweep_killed_mid_fold_resumes_without_retraining_finished_folds(p
     killed = next(t for t in _load(db).trials if t.number == 1)
     assert killed.state == TrialState.RUNNING and len(killed.user_attrs["fold_f1"]) == 2
 
-    rerun = subprocess.run(project.run_args(), env=_env(), capture_output=True, text=True,
-                           timeout=400)
+    rerun = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for fold in (1, 2):  # the log says folds 0-1 were skipped, not retrained
         assert f"fold {fold}/3 already finished" in rerun.stderr, rerun.stderr[-3000:]
@@ -76,6 +78,22 @@ def test_kfold_sweep_killed_mid_fold_resumes_without_retraining_finished_folds(p
                                         str(project.output_dir)), env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert "folds F1 [" in status.stdout, status.stdout + status.stderr
+    info = json.loads(subprocess.run(
+        project.cli("status", "--config", str(project.hpo), "--output-dir",
+                    str(project.output_dir), "--json"), env=_env(), capture_output=True,
+        text=True, timeout=120).stdout)
+    best = study.best_trial
+    assert info["best_fold_f1"] == best.user_attrs["fold_f1"]
+    assert info["best_fold_f1_std"] == pytest.approx(best.user_attrs["fold_f1_std"])
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("kfold")
+    runs = client.search_runs([exp.experiment_id], "metrics.cv_f1_mean > -1")
+    assert len(runs) == 2  # the two COMPLETE trials' child runs
+    for run in runs:
+        folds = client.get_metric_history(run.info.run_id, "fold_f1")
+        assert sorted(m.step for m in folds) == [0, 1, 2]
 
 
 def test_new_fields_at_their_defaults_keep_an_existing_studys_fingerprint(project) -> None:

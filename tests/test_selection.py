@@ -46,3 +46,32 @@ def test_threshold_rules(rules, candidates, expected, why) -> None:
 def test_no_finished_study_is_an_error() -> None:
     with pytest.raises(HpoHelpersError, match="no finished study to select from"):
         choose([], SelectionConfig())
+
+
+def test_the_choice_is_logged_to_mlflow_and_a_tracking_failure_only_warns(
+        tmp_path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from mlflow.tracking import MlflowClient
+
+    from hpo_helpers.mlflow_setup import TrackingSetup, setup_mlflow_cross_platform
+    from hpo_helpers.selection import _log
+
+    choice = choose([SLOW_BEST, FAST], SelectionConfig())
+    result = {"selected_backbone": choice.chosen.backbone,
+              "candidates": [dataclasses.asdict(c) for c in choice.candidates]}
+    report = tmp_path / "selection.md"
+    report.write_text("# Model selection: distilbert\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    setup = setup_mlflow_cross_platform("sel", tracking_uri=uri)
+    _log(setup, result, report)
+    (run,) = MlflowClient(uri).search_runs([setup.experiment_id])
+    assert run.data.params["selected_backbone"] == "distilbert"
+    assert run.data.metrics["deberta_score"] == pytest.approx(0.9)
+    assert run.info.status == "FINISHED"
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a closed loopback port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    broken = TrackingSetup("http://127.0.0.1:9", "sel", "0", azure=False)
+    _log(broken, result, report)  # returns: tracking never stops selection
+    assert "Selection not logged to MLflow" in caplog.text

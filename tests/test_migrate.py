@@ -178,3 +178,8 @@ def test_migrated_original_project_runs_a_one_trial_sweep(old_project: Path, tmp
     assert run.returncode == 0, run.stderr[-3000:]
     study = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{out}/tiny/study.db")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
+
+
+def test_migrate_config_refuses_to_write_over_the_old_folder(old_project: Path) -> None:
+    with pytest.raises(ConfigError, match="the new folder must differ from the old one"):
+        migrate_config(old_project, old_project)

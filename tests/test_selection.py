@@ -75,3 +75,12 @@ def test_the_choice_is_logged_to_mlflow_and_a_tracking_failure_only_warns(
     broken = TrackingSetup("http://127.0.0.1:9", "sel", "0", azure=False)
     _log(broken, result, report)  # returns: tracking never stops selection
     assert "Selection not logged to MLflow" in caplog.text
+
+
+def test_select_without_finished_studies_says_so_and_exits_2(project, capsys) -> None:
+    from hpo_helpers.cli import main
+
+    code = main(["select", "--config", str(project.hpo), "--output-dir",
+                 str(project.output_dir)])
+    assert code == 2
+    assert "error: no finished study to select from" in capsys.readouterr().err

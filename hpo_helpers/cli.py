@@ -1,4 +1,5 @@
-"""Command line: ``python -m hpo_helpers <command>`` (run, status, evaluate, refit, predict, ...).
+"""Command line: ``python -m hpo_helpers COMMAND`` (run, status, evaluate, refit, predict,
+report, dashboard, select, migrate-config, make-demo-data).
 
 Errors a user can cause print one line (``error: ...``) and exit 2; ``--debug`` shows the
 traceback instead. That includes file-system refusals (an output folder that is a file or
@@ -111,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--output-dir", help="durable output folder of the study (--model best)")
     pr.add_argument("--storage-url", help=argparse.SUPPRESS)
     pr.add_argument("--debug", action="store_true")
+    sel = sub.add_parser("select", help="choose one model across the backbones' studies")
+    _common(sel)
+    sel.add_argument("--mlflow-experiment", help="log the choice in this MLflow experiment")
+    sel.add_argument("--seconds", type=float, default=2.0,
+                     help="time each speed measurement runs (training and inference)")
+    mig = sub.add_parser("migrate-config", help="convert the original tool's config folder")
+    mig.add_argument("old_dir", help="the original project's config folder")
+    mig.add_argument("new_dir", help="where to write our configs (and MIGRATION.md)")
+    mig.add_argument("--force", action="store_true", help="overwrite files in new_dir")
+    mig.add_argument("--debug", action="store_true")
     demo = sub.add_parser("make-demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default="dataset")
     demo.add_argument("--seed", type=int, default=7)
@@ -185,10 +196,22 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     _check_output_dir(args.output_dir)
     tracking = _tracking(args, cfg)
-    outcome = run_sweep(cfg, backbone=args.backbone, dataset_path=args.dataset,
-                        output_dir=args.output_dir, tracking=tracking,
-                        storage_url=args.storage_url,
-                        split_files=_split_args(args))
+    from .backbone_sweeps import backbone_list, run_backbones
+
+    names = backbone_list(cfg, args.backbone)
+    common = dict(dataset_path=args.dataset, output_dir=args.output_dir, tracking=tracking,
+                  storage_url=args.storage_url, split_files=_split_args(args))
+    if len(names) > 1:  # one study per backbone, in sequence (issue 12)
+        outcomes = run_backbones(cfg, names, **common)
+        codes = [_finish_run(args, cfg, o) for o in outcomes]
+        print(f"backbones {', '.join(names)}: "
+              + ("interrupted" if 130 in codes else "all studies done"))
+        return 130 if 130 in codes else 0
+    outcome = run_sweep(cfg, backbone=args.backbone, **common)
+    return _finish_run(args, cfg, outcome)
+
+
+def _finish_run(args: argparse.Namespace, cfg, outcome) -> int:  # noqa: ANN001 - sweep types
     study = outcome.study
     from .study import count_states
 
@@ -234,6 +257,10 @@ def _status(args: argparse.Namespace) -> int:
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
+    if info.get("best_fold_f1"):
+        folds = ", ".join(f"{v:.4f}" for v in info["best_fold_f1"])
+        print(f"  folds F1 [{folds}]  mean {info['best_value']:.4f} "
+              f"+/- {info['best_fold_f1_std'] or 0:.4f}")
     if info.get("test_f1") is not None:
         print(f"  test F1 {info['test_f1']:.4f}, macro F1 {info['test_macro_f1']:.4f} (trial "
               f"{info['best_trial']}): " + ", ".join(
@@ -325,6 +352,34 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    from .selection import select
+
+    cfg = _load(args)
+    tracking = None
+    if args.mlflow_experiment:
+        from .mlflow_setup import setup_mlflow_from_config
+
+        tracking = setup_mlflow_from_config(args.mlflow_experiment, cfg.config_dir)
+    names = [b.strip() for b in args.backbone.split(",")] if args.backbone else None
+    result = select(cfg, backbones=names, output_dir=args.output_dir, tracking=tracking,
+                    seconds=args.seconds)
+    print(f"selected: {result['selected_backbone']} (study {result['study_name']}, trial "
+          f"{result['trial']})")
+    for reason in result["reasons"]:
+        print(f"  {reason}")
+    print(f"written: {result['selection_json']} and {result['report']}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate_config
+
+    report = migrate_config(args.old_dir, args.new_dir, force=args.force)
+    print(report.summary())
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from .dashboard import start_dashboard
     from .sweep import status, storage_url_for
@@ -381,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {"run": _run, "status": _status, "dashboard": _dashboard,
                "make-demo-data": _demo, "evaluate": _evaluate,
-               "predict": _predict, "refit": _refit,
-               "report": _report}[args.command]
+               "predict": _predict, "refit": _refit, "report": _report,
+               "select": _select, "migrate-config": _migrate}[args.command]
     try:
         _secrets_known(args)
         return handler(args)

@@ -45,8 +45,10 @@ __all__ = [
     "Problems",
     "PrunerConfig",
     "SamplerConfig",
+    "SelectionConfig",
     "TrainConfig",
     "WorkspaceConfig",
+    "expand_env",
     "load_backbones_config",
     "load_configs",
     "load_data_config",
@@ -98,6 +100,19 @@ class PrunerConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """Model selection across backbones (the original tool's ``selection:`` block).
+
+    Score gaps are relative to the better score when ``use_relative_threshold`` (else absolute);
+    a faster model replaces a better-scoring one when the slower one's gain is below
+    ``max(accuracy_threshold, min_accuracy_gain)`` (see :mod:`hpo_helpers.selection`)."""
+
+    accuracy_threshold: float = field(default=0.015, metadata=_rule(low=0, high=1))
+    use_relative_threshold: bool = True
+    min_accuracy_gain: float = field(default=0.0, metadata=_rule(low=0, high=1))
+
+
+@dataclass(frozen=True)
 class ParamSpec:
     """One hyperparameter: a distribution, or a fixed ``value``."""
 
@@ -117,6 +132,10 @@ class HpoConfig:
     timeout_minutes: float | None = field(default=None, metadata=_rule(low=0, low_open=True))
     study_name: str | None = None
     k_folds: int | None = field(default=None, metadata=_rule(low=2, high=20))
+    k_fold_stratified: bool = False  # each document counts as its rarest entity type
+    k_fold_seed: int | None = None  # None: train.seed
+    backbones: tuple[str, ...] = ()  # several: one study per backbone, in sequence
+    selection: SelectionConfig = SelectionConfig()
     max_failed_trials: int = field(default=3, metadata=_rule(low=1))
     keep_top_k: int = field(default=3, metadata=_rule(low=0))
     refit: bool = False  # after the sweep: best params on train+validation, exported
@@ -213,8 +232,12 @@ def type_name(raw_label: str) -> str:
 # Reading
 
 
-def load_yaml(path: Path | str) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file (and line)."""
+def load_yaml(path: Path | str, *, expand: bool = True) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file (and line).
+
+    ``expand``: replace ``${VAR}``/``${VAR:-default}`` in string values (see
+    :func:`expand_env`); ``migrate-config`` reads with ``expand=False`` so that it never
+    writes a value taken from the environment."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found. Fix: check the path (cwd is {Path.cwd()}).")
@@ -230,7 +253,47 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}.")
-    return raw
+    return _expand_all(raw) if expand else raw
+
+
+_ENV_REF = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` replaced from the environment.
+
+    A reference to an unset (or empty) variable without a default stays as written, so the
+    code that needs the value can name the missing variable."""
+    if env is None:
+        from .runtime import environ
+
+        env = environ()
+
+    def sub(m: re.Match[str]) -> str:
+        value = env.get(m.group(1))
+        if value:
+            return value
+        return m.group(2) if m.group(2) is not None else m.group(0)
+
+    return _ENV_REF.sub(sub, text)
+
+
+def _expand_all(raw: Any, seen: dict[int, Any] | None = None) -> Any:
+    """``raw`` with :func:`expand_env` applied to every string; YAML aliases (shared nodes)
+    are visited once, so an alias bomb costs no more than its text."""
+    seen = {} if seen is None else seen
+    if isinstance(raw, str):
+        return expand_env(raw) if "${" in raw else raw
+    if not isinstance(raw, (dict, list)):
+        return raw
+    if id(raw) not in seen:
+        seen[id(raw)] = raw  # a node met again (an alias) is expanded in place once
+        items = raw.items() if isinstance(raw, dict) else enumerate(raw)
+        for k, v in list(items):
+            new = _expand_all(v, seen)
+            if new is not v:
+                raw[k] = new
+    return seen[id(raw)]
 
 
 class ConfigProblem(ConfigError):
@@ -373,6 +436,11 @@ def _build(cls: type, raw: Mapping[str, Any], file: Path, prefix: str = "",
 
 
 def _check_storage_path(file: Path, storage_path: str) -> None:
+    if "{study_name}" in storage_path:
+        raise _fail(file, "checkpoint.storage_path", storage_path,
+                    "uses {study_name}, which only the original tool fills in here (the study "
+                    "name is set by the top-level study_name key; one file holds one backbone's "
+                    "studies)", "use '{backbone}/study.db' and set study_name if you need a name")
     probe = storage_path.replace("{backbone}", "b")
     bad = (
         probe.startswith(("/", "\\", "~"))
@@ -533,6 +601,9 @@ def _check_hpo(file: Path, cfg: HpoConfig, problems: Problems) -> None:
                         "120 with heartbeat_interval: 10 (and above the longest checkpoint write)")
     with problems.check():
         _named(file, "backbone", cfg.backbone, backbone_path_name)
+    for i, name in enumerate(cfg.backbones):
+        with problems.check():
+            _named(file, f"backbones[{i}]", name, backbone_path_name)
 
 
 def _named(file: Path, name: str, value: str, check: Any, **kwargs: Any) -> None:
@@ -543,6 +614,42 @@ def _named(file: Path, name: str, value: str, check: Any, **kwargs: Any) -> None
         raise ConfigProblem(file, f"key '{name}': {exc}") from None
 
 
+#: Top-level keys only the original tool (resume-ner-azureml) writes in its HPO files.
+ORIGINAL_HPO_KEYS = ("sampling", "early_termination", "k_fold", "mlflow")
+#: Keys of the original tool users carry over, and where they live here.
+_ORIGINAL_HINTS = {
+    ("checkpoint", "study_name"): "the study name is the top-level key study_name here",
+    ("checkpoint", "save_only_best"): "keep_top_k (top-level) sets how many best models stay",
+    ("search_space", "backbone"): "the backbone is the top-level key backbone (one study), or "
+                                  "backbones: [a, b] for one study per backbone",
+}
+
+
+def _refuse_original_format(file: Path, raw: Mapping[str, Any]) -> None:
+    """One error for a file written for the original tool: it names migrate-config."""
+    found = [k for k in ORIGINAL_HPO_KEYS if k in raw]
+    space = raw.get("search_space")
+    if isinstance(space, Mapping) and any(isinstance(v, Mapping) and ("values" in v or "min" in v)
+                                          for v in space.values()):
+        found.append("search_space.<name>.values/min/max")
+    if found:
+        raise ConfigError(
+            f"{file}: this HPO file is in the original resume-ner-azureml format (keys "
+            f"{', '.join(found)}). Fix: convert the folder once with `python -m hpo_helpers "
+            f"migrate-config {file.parent.parent if file.parent.name == 'hpo' else file.parent} "
+            "NEW_DIR` and use NEW_DIR (its MIGRATION.md lists every key mapped or dropped).")
+
+
+def _original_keys(raw: dict[str, Any], problems: Problems) -> None:
+    """Point keys carried over from the original tool at ours (and drop them from ``raw``)."""
+    for (section, key), hint in _ORIGINAL_HINTS.items():
+        part = raw.get(section)
+        if isinstance(part, dict) and key in part:
+            problems.add(f"key '{section}.{key}' = {short(part[key])} is the original tool's. "
+                         f"Fix: {hint}.")
+            raw[section] = {k: v for k, v in part.items() if k != key}
+
+
 def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
     """Load and validate an HPO config from a YAML path or an already-read mapping.
 
@@ -550,7 +657,9 @@ def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
     if isinstance(source, HpoConfig):
         return source
     file, raw = _read(source, "<hpo_config>")
+    _refuse_original_format(file, raw)
     problems = Problems(file)
+    _original_keys(raw, problems)
     space = _search_space(file, raw.pop("search_space", None), problems)
     cfg = _build(HpoConfig, raw, file, "", problems, source=file, search_space=space)
     _check_hpo(file, cfg, problems)

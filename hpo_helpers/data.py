@@ -802,11 +802,20 @@ def _without_types(doc: Document, types: set[str], absent: Counter) -> Document:
     return Document(doc.id, doc.words, tuple(tags))
 
 
-def kfold_split(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document],
-                                                                      list[Document]]]:
-    """``k`` (train, held-out) pairs over ``docs``: a seeded shuffle, every k-th one held out."""
+def kfold_split(docs: list[Document], k: int, seed: int, *, stratified: bool = False,
+                ) -> list[tuple[list[Document], list[Document]]]:
+    """``k`` (train, held-out) pairs over ``docs``: a seeded shuffle, every k-th one held out.
+
+    ``stratified``: documents are grouped by the rarest entity type each contains (counted
+    over all ``docs``; documents without entities form their own group) and dealt round-robin
+    group by group, so every fold gets its share of each rare type."""
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
+    if stratified:
+        counts = _type_counts(docs)
+        strata = [_rarest_type(d, counts) for d in docs]
+        rank = {s: i for i, s in enumerate(sorted(set(strata), key=lambda s: (s is None, s or "")))}
+        order.sort(key=lambda i: rank[strata[i]])  # stable: shuffled within each stratum
     folds = []
     for f in range(k):
         held = set(order[f::k])
@@ -832,3 +841,21 @@ def load_data(cfg: Configs, dataset_path: Path | str | None = None,
                          dataset_given=dataset_path is not None, overrides=split_files)
     return load_dataset(None if "train" in files else _dataset_path(cfg, dataset_path),
                         cfg.data, files=files)
+
+
+def _doc_types(doc: Document) -> set[str]:
+    return {t[2:] for t in doc.tags if t.startswith("B-")}
+
+
+def _type_counts(docs: list[Document]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in docs:
+        for t in _doc_types(d):
+            counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def _rarest_type(doc: Document, counts: dict[str, int]) -> str | None:
+    """The entity type of ``doc`` that the fewest documents contain (ties: by name)."""
+    types = _doc_types(doc)
+    return min(types, key=lambda t: (counts[t], t)) if types else None

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .layout import is_study_file, on_drive
-from .schema import INTERRUPTED, REFIT, RESUMED_FROM_EPOCH, RETRY_OF, TEST_SCORES, study_name
+from .schema import (
+    FOLD_F1,
+    FOLD_F1_STD,
+    INTERRUPTED,
+    REFIT,
+    RESUMED_FROM_EPOCH,
+    RETRY_OF,
+    TEST_SCORES,
+    study_name,
+)
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -97,6 +106,8 @@ def trials_table(study: optuna.Study) -> pandas.DataFrame:
             INTERRUPTED: bool(t.user_attrs.get(INTERRUPTED, False)),
             RETRY_OF: t.user_attrs.get(RETRY_OF),
             RESUMED_FROM_EPOCH: t.user_attrs.get(RESUMED_FROM_EPOCH),
+            **({FOLD_F1: t.user_attrs[FOLD_F1], FOLD_F1_STD: t.user_attrs.get(FOLD_F1_STD)}
+               if FOLD_F1 in t.user_attrs else {}),  # k-fold: per-fold scores and spread
             "duration_s": t.duration.total_seconds() if t.duration else None,
         })
     return pd.DataFrame(rows)

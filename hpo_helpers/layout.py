@@ -37,7 +37,10 @@ __all__ = [
     "DRIVE_ROOT",
     "FOLD_RESULT",
     "KAGGLE_ROOT",
+    "MIGRATION_REPORT",
     "MLFLOW_DB",
+    "SELECTION",
+    "SELECTION_REPORT",
     "StudyLayout",
     "backbone_cache",
     "on_drive",
@@ -46,6 +49,8 @@ __all__ = [
     "checkpoint_step",
     "default_study_name",
     "is_study_file",
+    "migration_report",
+    "selection_files",
     "trial_root_of",
 ]
 
@@ -66,6 +71,9 @@ REFIT = "refit"
 REFIT_CHECKPOINTS = "checkpoints"
 REFIT_MODEL = "model"
 FOLD_RESULT = "fold_result.json"
+SELECTION = "selection.json"  # in the output folder: the model `select` chose, and why
+SELECTION_REPORT = "selection.md"
+MIGRATION_REPORT = "MIGRATION.md"  # in a folder written by `migrate-config`
 _TRIAL = re.compile(r"^trial_(\d+)$")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -130,6 +138,16 @@ def on_drive(path: Path | str) -> bool:
 def backbone_cache(base: Path, backbone: str, dataset_fingerprint: str) -> Path:
     """Folder of the tokenizer trained for ``backbone`` on one dataset (``tiny``)."""
     return base / BACKBONE_CACHE / f"{backbone_path_name(backbone)}-{dataset_fingerprint}"
+
+
+def selection_files(output_root: Path) -> tuple[Path, Path]:
+    """``(selection.json, selection.md)`` of the studies under ``output_root``."""
+    return output_root / SELECTION, output_root / SELECTION_REPORT
+
+
+def migration_report(new_dir: Path) -> Path:
+    """The report ``migrate-config`` writes beside the configs it converted."""
+    return new_dir / MIGRATION_REPORT
 
 
 def _stamp(created_at: str | None) -> str | None:

@@ -15,14 +15,18 @@ __all__ = [
     "ERROR",
     "FINGERPRINT",
     "FOLD_F1",
+    "FOLD_F1_MEAN",
+    "FOLD_F1_STD",
     "INTERRUPTED",
     "MLFLOW_PARENT_RUN_ID",
     "MLFLOW_RUN_ID",
     "REFIT",
     "RESUMED_FROM_EPOCH",
+    "RESUMED_FROM_FOLD",
     "RESUMED_FROM_STEP",
     "RETRY_OF",
     "RETRY_ROOT",
+    "SELECTED_BACKBONE",
     "SESSIONS",
     "TEST_SCORES",
     "VAL_PER_ENTITY_F1",
@@ -41,6 +45,7 @@ MLFLOW_PARENT_RUN_ID = "mlflow_parent_run_id"
 DATA = "data"  # the data summary of the last session: split sizes, caps, windows, reports
 TEST_SCORES = "test_scores"  # trial number (str) -> test scores of its kept model
 REFIT = "refit"  # the finished refit: trial, params, test scores, exported folder
+SELECTED_BACKBONE = "selected_backbone"  # selection.json: the model select chose
 
 # Trial attributes: the retry chain
 INTERRUPTED = "interrupted"  # on the dead attempt
@@ -49,10 +54,13 @@ RETRY_ROOT = "retry_root"  # the first attempt; its checkpoint folder serves the
 ATTEMPT = "attempt"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 RESUMED_FROM_STEP = "resumed_from_step"
+RESUMED_FROM_FOLD = "resumed_from_fold"  # k-fold: the fold the retry continued
 # Trial attributes: results and bookkeeping
 ERROR = "error"
 BEST_EPOCH = "best_epoch"
-FOLD_F1 = "fold_f1"
+FOLD_F1 = "fold_f1"  # k-fold: best F1 of each finished fold, in fold order
+FOLD_F1_MEAN = "fold_f1_mean"  # k-fold: their mean (the trial's value)
+FOLD_F1_STD = "fold_f1_std"  # k-fold: their population standard deviation
 VAL_PER_ENTITY_F1 = "val_per_entity_f1"
 VAL_PRECISION = "val_precision"
 VAL_RECALL = "val_recall"

@@ -12,7 +12,7 @@ from .config import Configs, HpoConfig
 from .paths import StudyPaths, resolve
 from .redaction import mask
 from .runtime import Runtime, detect
-from .schema import CREATED_AT, DATA, REFIT, TEST_SCORES, study_name
+from .schema import CREATED_AT, DATA, FOLD_F1, FOLD_F1_STD, REFIT, TEST_SCORES, study_name
 
 if TYPE_CHECKING:
     import optuna
@@ -57,6 +57,9 @@ def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
     best = best_trial(study) if counts["COMPLETE"] else None
     if best is not None:
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)
+        if FOLD_F1 in best.user_attrs:  # k-fold: the best trial's per-fold scores and spread
+            out.update(best_fold_f1=best.user_attrs[FOLD_F1],
+                       best_fold_f1_std=best.user_attrs.get(FOLD_F1_STD))
     _describe_results(study.user_attrs, out)
 
 

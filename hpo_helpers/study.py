@@ -150,10 +150,16 @@ def fingerprint(hpo: HpoConfig, dataset_fingerprint: str) -> dict[str, Any]:
     """The parts of a study that must not change under a resume."""
     space = {p.name: {"type": p.type, "low": p.low, "high": p.high, "choices": list(p.choices),
                       "value": p.value} for p in hpo.search_space}
+    objective = {"metric": hpo.objective.metric, "direction": hpo.objective.direction,
+                 "k_folds": hpo.k_folds}
+    # Newer fields enter only when set, so studies made before them keep their fingerprint.
+    if hpo.k_folds and hpo.k_fold_stratified:
+        objective["k_fold_stratified"] = True
+    if hpo.k_folds and hpo.k_fold_seed is not None:
+        objective["k_fold_seed"] = hpo.k_fold_seed
     return {
         "search_space": space,
-        "objective": {"metric": hpo.objective.metric, "direction": hpo.objective.direction,
-                      "k_folds": hpo.k_folds},
+        "objective": objective,
         "dataset": dataset_fingerprint,
     }
 

@@ -207,6 +207,22 @@ class SweepTracker:
                                                for k, v in values.items()])
 
     @_guarded
+    def folds(self, trial: Any, scores: list[float]) -> None:
+        """k-fold: each fold's best F1 (``fold_f1``, step = fold) and their mean and spread."""
+        import statistics
+
+        from mlflow.entities import Metric
+
+        run_id = trial.user_attrs.get(CHILD_ATTR)
+        if not run_id:
+            return
+        ts = int(time.time() * 1000)
+        metrics = [Metric("fold_f1", float(v), ts, f) for f, v in enumerate(scores)]
+        metrics += [Metric("cv_f1_mean", statistics.mean(scores), ts, 0),
+                    Metric("cv_f1_std", statistics.pstdev(scores), ts, 0)]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    @_guarded
     def trial_finished(self, study: Any, trial: Any, state: str, value: float | None) -> None:
         run_id = trial.user_attrs.get(CHILD_ATTR)
         if run_id:

@@ -25,7 +25,10 @@ from .layout import StudyLayout
 from .schema import (
     BEST_EPOCH,
     FOLD_F1,
+    FOLD_F1_MEAN,
+    FOLD_F1_STD,
     RESUMED_FROM_EPOCH,
+    RESUMED_FROM_FOLD,
     RESUMED_FROM_STEP,
     VAL_PER_ENTITY_F1,
     VAL_PRECISION,
@@ -101,8 +104,10 @@ def prepare(cfg: Configs, dataset: Dataset, backbone: Backbone, seed: int) -> Pr
     if len(docs) < k:
         raise ConfigError(f"{cfg.hpo.source}: key 'k_folds' = {k} exceeds the {len(docs)} "
                           "documents. Fix: lower k_folds.")
+    fold_seed = seed if cfg.hpo.k_fold_seed is None else cfg.hpo.k_fold_seed
     return Prepared(dataset, backbone,
-                    [(enc(train), val, enc(val)) for train, val in kfold_split(docs, k, seed)])
+                    [(enc(train), val, enc(val)) for train, val in
+                     kfold_split(docs, k, fold_seed, stratified=cfg.hpo.k_fold_stratified)])
 
 
 def progress(total: int, initial: int, desc: str, position: int = 0) -> Any:
@@ -130,7 +135,9 @@ class _Hooks:
     events: Any  # sweep.SweepEvents
     epochs: int
     step_bar: Any
+    done: list[float]  # best score of the folds finished so far
     metric: str = "f1"  # objective.metric: f1 or macro_f1
+    resumed: bool = False
 
     def on_epoch(self, fold: int) -> Callable[[int, dict[str, Any]], None]:
         import optuna
@@ -138,10 +145,14 @@ class _Hooks:
         def report(epoch: int, metrics: dict[str, Any]) -> None:
             step = fold * self.epochs + epoch
             self.tracker.epoch(self.trial, step, metrics)
-            value = float(metrics.get(self.metric, 0.0))
+            # k-fold: prune on the running mean (finished folds' best F1 and this fold's F1),
+            # so a weak fold does not prune a trial whose earlier folds were strong.
+            value = (sum(self.done) + float(metrics.get(self.metric, 0.0))) / (len(self.done) + 1)
             self.trial.report(value, step)
             if self.trial.should_prune():
-                raise optuna.TrialPruned(f"validation {self.metric} {value:.4f} at epoch "
+                what = (f"running mean {self.metric} over folds" if self.done
+                        else f"validation {self.metric}")
+                raise optuna.TrialPruned(f"{what} {value:.4f} at fold {fold} epoch "
                                          f"{epoch + 1} is below the median")
         return report
 
@@ -154,9 +165,12 @@ class _Hooks:
 
     def on_resume(self, fold: int) -> Callable[[int, int], None]:
         def record(epoch: int, step: int) -> None:
-            if fold == 0:  # recorded at once: a retry killed again still shows it
+            if not self.resumed:  # recorded at once: a retry killed again still shows it
+                self.resumed = True
                 self.trial.set_user_attr(RESUMED_FROM_EPOCH, epoch)
                 self.trial.set_user_attr(RESUMED_FROM_STEP, step)
+                if len(self.done) or fold:
+                    self.trial.set_user_attr(RESUMED_FROM_FOLD, fold)
         return record
 
 
@@ -194,7 +208,7 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
     scores: list[float] = []
     result = FitResult(best_f1=-1.0)
     step_bar = progress(0, 0, f"trial {trial.number}", 1)
-    hooks = _Hooks(trial, tracker, events, int(params["epochs"]), step_bar,
+    hooks = _Hooks(trial, tracker, events, int(params["epochs"]), step_bar, scores,
                    cfg.hpo.objective.metric)
     try:
         for f in range(n):
@@ -202,12 +216,18 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
             done = None if fold_dir is None or n == 1 else StudyLayout.fold_result(fold_dir)
             if done is not None and done.is_file():
                 scores.append(json.loads(done.read_text())["best_f1"])
+                logger.info("Trial %d fold %d/%d already finished (F1 %.4f): not retrained",
+                            trial.number, f + 1, n, scores[-1])
                 continue
             result = _fit_fold(prep, cfg, params, f, seed, fold_dir, hooks, stop, on_checkpoint,
                                fit)
             if result.interrupted:
                 return TrialRun(math.nan, result)
             scores.append(result.best_f1)
+            if n > 1:
+                trial.set_user_attr(FOLD_F1, list(scores))
+                logger.info("Trial %d fold %d/%d finished: F1 %.4f", trial.number, f + 1, n,
+                            result.best_f1)
             if done is not None:
                 done.write_text(json.dumps({"best_f1": result.best_f1}))
                 if on_checkpoint is not None:
@@ -215,6 +235,8 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
     finally:
         hooks.step_bar.close()
     _record_best(trial, result, scores, hooks.metric)
+    if n > 1:
+        tracker.folds(trial, scores)
     best_fold = max(range(n), key=lambda f: (scores[f], -f))
     best_model = None if trial_dir is None else StudyLayout.best_model_dir(
         StudyLayout.fold_dir(trial_dir, best_fold, n))
@@ -231,3 +253,5 @@ def _record_best(trial: optuna.Trial, result: FitResult, scores: list[float],
         trial.set_user_attr(VAL_RECALL, best["recall"])
     if len(scores) > 1:
         trial.set_user_attr(FOLD_F1, scores)
+        trial.set_user_attr(FOLD_F1_MEAN, statistics.mean(scores))
+        trial.set_user_attr(FOLD_F1_STD, statistics.pstdev(scores))

@@ -107,6 +107,7 @@ def test_02_runs_then_resumes_and_03_inspects(project, tmp_path: Path) -> None:
     html = _text(third)
     assert "param_learning_rate" in html and "COMPLETE" in html and "hpo_tiny" in html
     assert "micro average" in html and "macro average" in html  # the chosen model's test table
+    assert "# Model selection: tiny" in html  # the selection cell (issue 12)
 
 
 def test_02_wrong_parameter_name_is_an_error(project, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def ours(bb, ds, windows, args, device: str) -> dict:
     from hpo_helpers.train import _batch_plan, fit
 
     cfg = load_train_config({"max_length": args.max_length, "stride": args.stride,
-                             "precision": "auto", "compile": args.compile})
+                             "precision": args.precision, "compile": args.compile})
     params = {"learning_rate": 5e-5, "batch_size": args.batch_size, "dropout": 0.1,
               "weight_decay": 0.01, "warmup_ratio": 0.0, "epochs": args.epochs}
     steps: list[float] = []
@@ -98,7 +98,7 @@ def trainer(bb, ds, windows, args, device: str) -> dict:
         num_train_epochs=args.epochs, learning_rate=5e-5, weight_decay=0.01, seed=args.seed,
         logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[],
         disable_tqdm=True, dataloader_num_workers=0, use_cpu=device == "cpu",
-        bf16=args.trainer_bf16,
+        bf16=args.trainer_bf16, group_by_length=args.trainer_group_by_length,
         torch_compile=args.trainer_compile)
     collator = DataCollatorForTokenClassification(bb.tokenizer)
     t = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collator)
@@ -114,7 +114,9 @@ def trainer(bb, ds, windows, args, device: str) -> dict:
         rng.shuffle(order)
         lengths += [[len(windows[i]) for i in order[j:j + args.batch_size]]
                     for j in range(0, len(order), args.batch_size)]
-    return {"seconds": wall, "padding_share": _padding_share(lengths)}
+    # With group_by_length the Trainer's batches are not the random ones counted here.
+    return {"seconds": wall, "padding_share": None if args.trainer_group_by_length
+            else _padding_share(lengths)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,10 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=32)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="torch.compile our loop (auto: on CUDA only)")
+                   help="torch.compile our loop (auto: see hpo_helpers.device)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="our loop's precision (auto: see hpo_helpers.device)")
     p.add_argument("--trainer-bf16", action="store_true",
                    help="give the Trainer bf16 too (its default is fp32)")
     p.add_argument("--trainer-compile", action="store_true", help="give the Trainer compile")
+    p.add_argument("--trainer-group-by-length", action="store_true",
+                   help="give the Trainer length grouping (group_by_length)")
     p.add_argument("--results", action="store_true", help="write into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     import torch
@@ -149,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     mine = ours(bb, ds, windows, args, device)
     n_params = sum(p.numel() for p in bb.build_model(ds.labels, dropout=0.1,
                                                      seed=0).parameters())
-    from hpo_helpers.train import uses_bf16
+    from hpo_helpers.device import choose_policy, describe
 
+    policy = choose_policy(describe(torch.device(device)), precision=args.precision,
+                           compile=args.compile)
     report = {
-        "ours_bf16": uses_bf16(torch.device(device), "auto"), "trainer_bf16": args.trainer_bf16,
+        "ours_precision": policy.precision, "ours_compile": policy.compile,
+        "trainer_bf16": args.trainer_bf16,
+        "trainer_group_by_length": args.trainer_group_by_length,
         "model": args.model, "params_m": round(n_params / 1e6, 1), "device": device,
         "windows": len(windows), "real_tokens": real_tokens, "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -160,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "trainer_tokens_per_s": round(real_tokens / base["seconds"], 1),
         "ratio": round(base["seconds"] / mine["seconds"], 3),
         "ours_padding_share": round(mine["padding_share"], 3),
-        "trainer_padding_share": round(base["padding_share"], 3),
+        "trainer_padding_share": None if base["padding_share"] is None
+        else round(base["padding_share"], 3),
     }
     if device == "cuda":
         name = torch.cuda.get_device_name(0)
@@ -174,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         from _results import record
 
-        record(f"train_throughput ({args.model}, {device}"
-               f"{', trainer bf16' if args.trainer_bf16 else ''})", report)
+        record(f"train_throughput ({args.model}, {device}, ours {policy.precision}"
+               f"{', trainer bf16' if args.trainer_bf16 else ''}"
+               f"{', trainer group_by_length' if args.trainer_group_by_length else ''})", report)
     return 0
 
 

@@ -122,7 +122,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"study {info['study_name']} at {info['checkpoint_path']}")
     print(f"  COMPLETE {info['n_complete']}/{info['max_trials']}  RUNNING {info['n_running']}  "
           f"PRUNED {info['n_pruned']}  FAIL {info['n_failed']} (interrupted "
-          f"{info['n_interrupted']})  WAITING {info['n_waiting']}")
+          f"{info['n_interrupted']}, out of memory {info.get('n_oom', 0)})  "
+          f"WAITING {info['n_waiting']}")
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")

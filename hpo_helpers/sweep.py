@@ -36,9 +36,10 @@ from .config import (
     load_train_config,
 )
 from .data import Dataset, Document, load_dataset
+from .device import policy_for
 from .distributed import fail_stale_trials
 from .encoding import Window, encode_documents
-from .errors import CheckpointError, ConfigError, SweepFailedError
+from .errors import CheckpointError, ConfigError, SweepFailedError, TrialOutOfMemoryError
 from .mirror import CheckpointMirror, folder_bytes
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .paths import StudyPaths, resolve
@@ -59,6 +60,8 @@ from .train import BEST_MODEL_DIR, FitResult, fit
 __all__ = ["SweepEvents", "SweepOutcome", "load_configs", "run_local_hpo_sweep", "run_sweep"]
 
 logger = logging.getLogger(__name__)
+
+OOM_TRIALS_IN_A_ROW_STOP = 5
 
 
 @dataclass
@@ -423,6 +426,7 @@ class _Sweep:
         self.mirror = mirror
         self.session_start = time.monotonic()
         self.failures_in_a_row = 0
+        self.oom_in_a_row = 0  # out-of-memory trials: not failures, but five in a row stop
         self._waiting_logged = False
 
     def n_complete(self) -> int:
@@ -530,7 +534,21 @@ class _Sweep:
             study.tell(trial, state=TrialState.PRUNED)
             self._record(trial, "PRUNED", None)
             logger.info("Trial %d pruned: %s", trial.number, exc)
-            self.failures_in_a_row = 0
+            self.failures_in_a_row = self.oom_in_a_row = 0
+            return True, ckpt_dir
+        except TrialOutOfMemoryError as exc:  # issue 13: FAIL with oom=True, the sweep goes on
+            trial.set_user_attr("oom", True)
+            trial.set_user_attr("error", str(exc)[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+            self._record(trial, "FAIL", None)
+            self.oom_in_a_row += 1
+            logger.error("Trial %d failed: %s", trial.number, exc)
+            if self.oom_in_a_row >= OOM_TRIALS_IN_A_ROW_STOP:
+                raise SweepFailedError(
+                    f"{self.oom_in_a_row} trials in a row ran out of memory (last: {exc}). "
+                    "Finished trials are kept. Fix: lower the batch_size choices in the search "
+                    "space (or max_length in train.yaml), or set oom_retry: true in train.yaml, "
+                    "then re-run to continue.") from exc
             return True, ckpt_dir
         except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
             last_error = f"{type(exc).__name__}: {exc}"
@@ -538,6 +556,7 @@ class _Sweep:
             study.tell(trial, state=TrialState.FAIL)
             self._record(trial, "FAIL", None)
             self.failures_in_a_row += 1
+            self.oom_in_a_row = 0
             logger.exception("Trial %d failed (%d in a row)", trial.number,
                              self.failures_in_a_row)
             if self.failures_in_a_row >= hpo.max_failed_trials:
@@ -558,7 +577,7 @@ class _Sweep:
             logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s and the trial "
                            "re-queued", trial.number, result.global_step, ckpt_dir)
             return False, None
-        self.failures_in_a_row = 0
+        self.failures_in_a_row = self.oom_in_a_row = 0
         study.tell(trial, value)
         faults.point("db_commit")
         self._record(trial, "COMPLETE", value)
@@ -614,6 +633,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     backbone_name = backbone or hpo.backbone
     runtime = runtime or detect()
     url = storage_url_for(hpo, storage_url)
+    policy_for(cfg.train)  # refuses precision/compile this device cannot run, before any work
     dataset = load_dataset(_dataset_path(cfg, dataset_path), cfg.data)
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
@@ -745,7 +765,7 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
                            "checkpoint_enabled": hpo.checkpoint.enabled or bool(url),
                            "checkpoint_path": None, "exists": False, "max_trials": hpo.max_trials,
                            "n_trials": 0, "n_complete": 0, "n_running": 0, "n_failed": 0,
-                           "n_pruned": 0, "n_waiting": 0, "n_interrupted": 0,
+                           "n_pruned": 0, "n_waiting": 0, "n_interrupted": 0, "n_oom": 0,
                            "best_value": None, "best_params": None, "best_trial": None}
     shared = None
     if url:
@@ -771,7 +791,8 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     trials = study.get_trials(deepcopy=False)
     out.update(exists=True, n_trials=len(trials), n_complete=counts["COMPLETE"],
                n_running=counts["RUNNING"], n_failed=counts["FAIL"], n_pruned=counts["PRUNED"],
-               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(trials)))
+               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(trials)),
+               n_oom=sum(1 for t in trials if t.user_attrs.get("oom")))
     if counts["COMPLETE"]:
         best = study.best_trial
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)

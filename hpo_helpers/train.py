@@ -237,7 +237,8 @@ _compile_broken = False  # torch.compile failed once in this process: later tria
 def _compile_failed(exc: BaseException) -> None:
     global _compile_broken
     if not _compile_broken:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        # e.g. "backend='inductor' raised:" then the cause on the next line
+        first = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         logger.warning("torch.compile failed (%s: %s); training continues without compiling, "
                        "for this and later trials of this process", type(exc).__name__, first)
     _compile_broken = True

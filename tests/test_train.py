@@ -329,3 +329,83 @@ def test_oom_retry_halves_the_batch_with_accumulation(setup, tmp_path, monkeypat
     built["rows"].clear()
     again = _fit_cfg(setup, other, _cfg(setup, oom_retry=True))
     assert again.resumed_from_step == 3 and max(built["rows"]) <= 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Out of memory inside a sweep: FAIL with oom=True, not a failure toward max_failed_trials
+
+
+def _oom_backbones(monkeypatch, oom_builds: set[int]):
+    """Make the models of the given (0-based) fit calls of a sweep run out of memory."""
+    import torch
+
+    import hpo_helpers.sweep as sweep_mod
+
+    real_load = sweep_mod.load_backbone
+    count = [0]
+
+    def load(*args, **kwargs):
+        bb = real_load(*args, **kwargs)
+        real_build = bb.build_model
+
+        def build(labels, *, dropout, seed):
+            model = real_build(labels, dropout=dropout, seed=seed)
+            n, count[0] = count[0], count[0] + 1
+            if n in oom_builds:
+                def forward(*a, **kw):
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 "
+                                                 "GiB (injected)")
+                model.forward = forward
+            return model
+
+        bb.build_model = build
+        return bb
+
+    monkeypatch.setattr(sweep_mod, "load_backbone", load)
+
+
+def test_oom_trial_fails_with_oom_and_the_sweep_goes_on(project, monkeypatch, capsys) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpo_helpers import load_configs, run_local_hpo_sweep, study_status
+    from hpo_helpers.cli import main
+
+    _oom_backbones(monkeypatch, {0})
+    project.write_hpo(max_trials=2, max_failed_trials=1)  # an OOM is not one of those
+    study = run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
+                                project.output_dir)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    bad = trials[0]
+    assert bad.user_attrs["oom"] is True
+    assert f"batch size {bad.params['batch_size']}" in bad.user_attrs["error"]
+    assert not any("oom" in t.user_attrs for t in trials[1:])
+    info = study_status(load_configs(project.config_dir, project.hpo),
+                        output_dir=project.output_dir)
+    assert info["n_oom"] == 1 and info["n_failed"] == 1 and info["n_complete"] == 2
+    assert main(["status", "--config", str(project.hpo), "--output-dir",
+                 str(project.output_dir)]) == 0
+    assert "out of memory 1" in capsys.readouterr().out
+    assert optuna.load_study(study_name="hpo_tiny", storage=study._storage).best_trial
+
+
+def test_five_oom_trials_in_a_row_stop_the_sweep_with_advice(project, monkeypatch) -> None:
+    from optuna.trial import TrialState
+
+    from hpo_helpers import SweepFailedError, run_local_hpo_sweep
+
+    _oom_backbones(monkeypatch, set(range(100)))
+    project.write_hpo(max_trials=3, max_failed_trials=1)
+    with pytest.raises(SweepFailedError, match=r"5 trials in a row ran out of memory .*batch "
+                                               r"size .*Fix: lower the batch_size choices.*"
+                                               r"oom_retry: true"):
+        run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
+                            project.output_dir)
+    import optuna
+
+    study = optuna.load_study(study_name="hpo_tiny",
+                              storage=f"sqlite:///{project.output_dir / 'tiny' / 'study.db'}")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 5 and all(t.user_attrs["oom"] for t in failed)

@@ -98,7 +98,8 @@ def trainer(bb, ds, windows, args, device: str) -> dict:
         num_train_epochs=args.epochs, learning_rate=5e-5, weight_decay=0.01, seed=args.seed,
         logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[],
         disable_tqdm=True, dataloader_num_workers=0, use_cpu=device == "cpu",
-        bf16=args.trainer_bf16, group_by_length=args.trainer_group_by_length,
+        bf16=args.trainer_bf16,
+        train_sampling_strategy="group_by_length" if args.trainer_group_by_length else "random",
         torch_compile=args.trainer_compile)
     collator = DataCollatorForTokenClassification(bb.tokenizer)
     t = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collator)
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--stride", type=int, default=32)
+    p.add_argument("--min-length", type=int, default=0,
+                   help="drop windows shorter than this (e.g. 96 for 96-512-token windows)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile our loop (auto: see hpo_helpers.device)")
@@ -136,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trainer-bf16", action="store_true",
                    help="give the Trainer bf16 too (its default is fp32)")
     p.add_argument("--trainer-compile", action="store_true", help="give the Trainer compile")
+    p.add_argument("--skip-trainer", action="store_true", help="time our loop only")
     p.add_argument("--trainer-group-by-length", action="store_true",
-                   help="give the Trainer length grouping (group_by_length)")
+                   help="give the Trainer length grouping (train_sampling_strategy="
+                   "group_by_length)")
     p.add_argument("--results", action="store_true", help="write into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     import torch
@@ -149,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     bb, ds, windows = _windows(args.model, args.docs, args.max_length, args.stride)
+    windows = [w for w in windows if len(w) >= args.min_length]
     real_tokens = sum(sum(1 for x in w.input_ids) for w in windows) * args.epochs
     # Trainer first, then ours: any warm-up (page cache, allocator) favours the baseline.
-    base = trainer(bb, ds, windows, args, device)
+    base = None if args.skip_trainer else trainer(bb, ds, windows, args, device)
     mine = ours(bb, ds, windows, args, device)
     n_params = sum(p.numel() for p in bb.build_model(ds.labels, dropout=0.1,
                                                      seed=0).parameters())
@@ -161,31 +167,37 @@ def main(argv: list[str] | None = None) -> int:
                            compile=args.compile)
     report = {
         "ours_precision": policy.precision, "ours_compile": policy.compile,
-        "trainer_bf16": args.trainer_bf16,
-        "trainer_group_by_length": args.trainer_group_by_length,
         "model": args.model, "params_m": round(n_params / 1e6, 1), "device": device,
         "windows": len(windows), "real_tokens": real_tokens, "epochs": args.epochs,
         "batch_size": args.batch_size,
         "ours_tokens_per_s": round(real_tokens / mine["seconds"], 1),
-        "trainer_tokens_per_s": round(real_tokens / base["seconds"], 1),
-        "ratio": round(base["seconds"] / mine["seconds"], 3),
         "ours_padding_share": round(mine["padding_share"], 3),
-        "trainer_padding_share": None if base["padding_share"] is None
-        else round(base["padding_share"], 3),
     }
+    if base is not None:
+        report.update({
+            "trainer_bf16": args.trainer_bf16,
+            "trainer_group_by_length": args.trainer_group_by_length,
+            "trainer_tokens_per_s": round(real_tokens / base["seconds"], 1),
+            "ratio": round(base["seconds"] / mine["seconds"], 3),
+            "trainer_padding_share": None if base["padding_share"] is None
+            else round(base["padding_share"], 3),
+        })
     if device == "cuda":
         name = torch.cuda.get_device_name(0)
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
         if peak:
             for who, res in (("ours", mine), ("trainer", base)):
-                report[f"{who}_mfu"] = round(6 * n_params * real_tokens / res["seconds"] / peak,
-                                             4)
+                if res is not None:
+                    report[f"{who}_mfu"] = round(
+                        6 * n_params * real_tokens / res["seconds"] / peak, 4)
         report["gpu"] = name
     print(json.dumps(report, sort_keys=True))
     if args.results:
         from _results import record
 
-        record(f"train_throughput ({args.model}, {device}, ours {policy.precision}"
+        record(f"train_throughput ({args.model}, {device}"
+               f"{', ours only' if args.skip_trainer else ''}"
+               f"{', ours ' + args.precision if args.precision != 'auto' else ''}"
                f"{', trainer bf16' if args.trainer_bf16 else ''}"
                f"{', trainer group_by_length' if args.trainer_group_by_length else ''})", report)
     return 0

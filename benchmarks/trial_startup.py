@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=64)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--modes", default="off,on",
+                   help="compile settings to time, in order (off,on; a CPU compile takes minutes)")
     p.add_argument("--results", action="store_true", help="write into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     if args.device == "cpu":
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     _trial(bb, ds, windows, args, "off")  # warm-up: CUDA context, kernels, allocator
     report: dict = {"model": args.model, "windows": len(windows), "batch_size": args.batch_size,
                     "steps_per_trial": -(-len(windows) // args.batch_size)}
-    for mode in ("off", "on"):
+    for mode in args.modes.split(","):
         runs = [_trial(bb, ds, windows, args, mode) for _ in range(args.trials)]
         report[f"compile_{mode}"] = runs
         report[f"compile_{mode}_first_step_s_later_trials"] = round(

@@ -127,3 +127,20 @@ def test_bad_device_keys(tmp_path: Path, raw, pattern) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=pattern):
         load_train_config(path)
+
+
+def test_gpu_check_script_parses_and_startup_benchmark_runs() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    assert subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")]).returncode == 0
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "trial_startup.py"),
+                          "--model", "tiny", "--docs", "8", "--trials", "2", "--modes", "off",
+                          "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                         cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(report["compile_off"]) == 2 and report["compile_off"][0]["first_step_s"] > 0

@@ -23,7 +23,14 @@ from .backbones import Backbone
 from .checkpoints import latest_checkpoint, quarantine, read_state, write_checkpoint
 from .config import TrainConfig
 from .data import Document
-from .device import DevicePolicy, apply_global, default_device, free_memory, policy_for
+from .device import (
+    DevicePolicy,
+    apply_global,
+    default_device,
+    describe,
+    free_memory,
+    policy_for,
+)
 from .encoding import IGNORE, Window, merge_predictions
 from .errors import CheckpointError, TrialOutOfMemoryError
 from .metrics import entity_scores
@@ -224,8 +231,8 @@ def fit(*, backbone: Backbone, labels: list[str], train_windows: Sequence[Window
                                               else "")
                 if phase == "train" else f"eval_batch_size {cfg.eval_batch_size}")
         raise TrialOutOfMemoryError(
-            f"out of memory in {phase} at {what} on {device.type} ({detail}). Fix: lower the "
-            "batch_size choices (or max_length) in the config"
+            f"out of memory in {phase} at {what} on {describe(device)} ({detail}). Fix: lower "
+            "the batch_size choices (or max_length) in the config"
             + ("" if cfg.oom_retry or phase != "train" else
                ", or set oom_retry: true in train.yaml to split batches") + ".",
             batch_size=batch_size if phase == "train" else cfg.eval_batch_size) from None

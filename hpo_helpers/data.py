@@ -34,6 +34,7 @@ __all__ = [
     "Dataset",
     "Document",
     "detect_format",
+    "kfold_split",
     "label_list",
     "load_dataset",
     "read_file",
@@ -433,3 +434,16 @@ def load_dataset(path: Path | str, cfg: DataConfig) -> Dataset:
     digest.update(json.dumps(config_part, sort_keys=True, default=list).encode())
     return Dataset(tuple(train), tuple(val), tuple(test), cfg.entity_types,
                    digest.hexdigest()[:16], tuple(reports))
+
+
+def kfold_split(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document],
+                                                                      list[Document]]]:
+    """``k`` (train, held-out) pairs over ``docs``: a seeded shuffle, every k-th one held out."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    folds = []
+    for f in range(k):
+        held = set(order[f::k])
+        folds.append(([d for i, d in enumerate(docs) if i not in held],
+                      [d for i, d in enumerate(docs) if i in held]))
+    return folds

@@ -9,7 +9,16 @@ import logging
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .layout import is_study_file
+from .schema import INTERRUPTED, RESUMED_FROM_EPOCH, RETRY_OF, study_name
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+    import optuna
+    import pandas
+
 
 __all__ = [
     "compare_studies",
@@ -34,13 +43,13 @@ def find_study_files(roots: Iterable[Path | str]) -> list[Path]:
             found[r.resolve()] = None
         elif r.is_dir():
             for p in sorted(r.rglob("*.db")):
-                if p.name == "mlflow.db" or "trials" in p.parts:
+                if p.name == "mlflow.db" or not is_study_file(p):
                     continue
                 found[p.resolve()] = None
     return list(found)
 
 
-def load_studies(files: Iterable[Path | str]) -> list[Any]:
+def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
     """Every Optuna study in ``files`` (SQLite paths or database URLs; unreadable ones skipped)."""
     import optuna
 
@@ -60,7 +69,7 @@ def load_studies(files: Iterable[Path | str]) -> list[Any]:
     return studies
 
 
-def trials_table(study: Any) -> Any:
+def trials_table(study: optuna.Study) -> pandas.DataFrame:
     """One row per trial: number, state, value, params, interrupted/retry info, duration."""
     import pandas as pd
 
@@ -69,15 +78,15 @@ def trials_table(study: Any) -> Any:
         rows.append({
             "number": t.number, "state": t.state.name, "value": t.value,
             **{f"param_{k}": v for k, v in t.params.items()},
-            "interrupted": bool(t.user_attrs.get("interrupted", False)),
-            "retry_of": t.user_attrs.get("retry_of"),
-            "resumed_from_epoch": t.user_attrs.get("resumed_from_epoch"),
+            INTERRUPTED: bool(t.user_attrs.get(INTERRUPTED, False)),
+            RETRY_OF: t.user_attrs.get(RETRY_OF),
+            RESUMED_FROM_EPOCH: t.user_attrs.get(RESUMED_FROM_EPOCH),
             "duration_s": t.duration.total_seconds() if t.duration else None,
         })
     return pd.DataFrame(rows)
 
 
-def compare_studies(studies: Iterable[Any]) -> Any:
+def compare_studies(studies: Iterable[optuna.Study]) -> pandas.DataFrame:
     """One row per study: counts by state and the best value and params."""
     import pandas as pd
 
@@ -98,7 +107,7 @@ def compare_studies(studies: Iterable[Any]) -> Any:
     return pd.DataFrame(rows)
 
 
-def plot_study(study: Any) -> list[Any]:
+def plot_study(study: optuna.Study) -> list[matplotlib.figure.Figure]:
     """Matplotlib figures: history, importances, parallel coordinates, intermediate values."""
     import matplotlib
 
@@ -125,7 +134,7 @@ def plot_study(study: Any) -> list[Any]:
     return figures
 
 
-def mlflow_checkpoints(tracking_uri: str | None = None) -> Any:
+def mlflow_checkpoints(tracking_uri: str | None = None) -> pandas.DataFrame | None:
     """Sweeps with checkpointing that MLflow knows of (the seed's search), or None."""
     try:
         import mlflow
@@ -142,13 +151,11 @@ def mlflow_checkpoints(tracking_uri: str | None = None) -> Any:
 def default_roots(config_dir: Path | str, hpo_config: Any, *, output_dir: Path | str | None =
                   None, runtime: Any = None) -> list[Path]:
     """The durable and working output folders of the runtime, where studies are looked for."""
-    from .paths import resolve
-    from .runtime import detect
-    from .sweep import load_configs
+    from .config import load_configs
+    from .status import study_paths
 
     cfg = load_configs(config_dir, hpo_config)
-    paths = resolve(runtime or detect(), backbone=cfg.hpo.backbone,
-                    storage_path=cfg.hpo.checkpoint.storage_path, output_dir=output_dir)
+    paths = study_paths(cfg, output_dir=output_dir, runtime=runtime)
     return list(dict.fromkeys([paths.durable_dir, paths.working_dir]))
 
 
@@ -172,7 +179,7 @@ def inspect_all(roots: Iterable[Path | str], *, tracking_uri: str | None = None,
         display(runs[cols])
     studies = load_studies(files + ([storage_url] if storage_url else []))
     if backbones:
-        wanted = tuple(f"hpo_{b}" for b in backbones)
+        wanted = tuple(study_name(b) for b in backbones)
         studies = [s for s in studies if s.study_name.startswith(wanted)]
     for study in studies:
         logger.info("Study %s", study.study_name)

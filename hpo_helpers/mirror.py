@@ -3,73 +3,95 @@
 Training writes checkpoints to local disk; each new one is hard-linked into a staging folder
 (instant, and safe from the trainer deleting older checkpoints) and copied to the durable
 folder by one background thread, so a slow mount never stalls training. Only the newest
-checkpoint waits for copying: an older one that was not copied yet is skipped. A mirrored
-checkpoint is complete when its folder carries the marker and has its final name; the previous
-one is removed only after that. On a fresh VM, :meth:`CheckpointMirror.pull` brings the newest
-mirrored checkpoint back to local disk before the trial resumes.
+checkpoint waits for copying: an older one that was not copied yet is skipped. The best model
+beside it (written before the epoch's checkpoint) is staged with it when it changed, and copied
+first, so a mirrored checkpoint never claims a best score whose model is lost. A fold's result
+file is copied at once. Every copy is atomic (``durable.write_folder``); the previous mirrored
+checkpoint is removed only after the new one is complete.
+
+The durable folder mirrors the working one through the layout: ``trial_<root>/checkpoint-S``
+or, with k-fold, ``trial_<root>/fold_<f>/checkpoint-S``. On a fresh VM,
+:meth:`CheckpointMirror.pull` brings every fold's newest mirrored checkpoint, best model and
+result back to local disk before the trial resumes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import threading
 from pathlib import Path
 
-from . import faults
-from .checkpoints import MARKER, latest_checkpoint
+from .checkpoints import MARKER, latest_checkpoint, prune_older
+from .durable import copy_folder, folder_bytes, write_file
+from .layout import BEST_MODEL, StudyLayout, checkpoint_step
 
 __all__ = ["CheckpointMirror", "folder_bytes"]
 
 logger = logging.getLogger(__name__)
 
-_STEP = re.compile(r"^checkpoint-(\d+)$")
 
-
-def folder_bytes(path: Path | None) -> int:
-    """Bytes of the files under ``path`` (0 when it does not exist)."""
-    if path is None or not path.exists():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _step(path: Path | None) -> int:
-    m = _STEP.match(path.name) if path is not None else None
-    return int(m.group(1)) if m else -1
+def _stage(folder: Path, staging: Path) -> None:
+    """Hard-link (or copy, where links fail) the files of ``folder`` into ``staging``."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    for f in folder.rglob("*"):
+        if f.is_file():
+            target = staging / f.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, target)  # survives the trainer deleting ``folder``
+            except OSError:  # a file system without hard links: copy (slower, same result)
+                shutil.copyfile(f, target)
 
 
 class CheckpointMirror:
-    """Background copies of ``local_root/trial_N/checkpoint-S`` to ``durable_root``."""
+    """Background copies of the layout's trial folders to their durable mirror."""
 
-    def __init__(self, local_root: Path, durable_root: Path) -> None:
-        self.local_root = local_root
-        self.durable_root = durable_root
+    def __init__(self, layout: StudyLayout) -> None:
+        if layout.trials_root is None or layout.mirror_root is None:
+            raise ValueError(f"study {layout.study_name} has no mirror folder")
+        self.layout = layout
+        self.local_root: Path = layout.trials_root
+        self.durable_root: Path = layout.mirror_root
         self._cond = threading.Condition()
-        self._pending: tuple[Path, Path] | None = None  # (staging folder, durable trial dir)
+        # (staged checkpoint, staged best model or None, durable folder of the trial/fold)
+        self._pending: tuple[Path, Path | None, Path] | None = None
         self._busy = False
         self._closed = False
+        self._best_seen: dict[Path, int] = {}
         self._thread = threading.Thread(target=self._work, name="checkpoint-mirror", daemon=True)
         self._thread.start()
 
     # -- the trainer's side --------------------------------------------------------------
 
     def submit(self, checkpoint: Path) -> None:
-        """Queue ``checkpoint`` (complete, on local disk) for copying; returns at once."""
-        staging = checkpoint.parent / f".mirror-{checkpoint.name}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        for f in checkpoint.iterdir():
-            try:
-                os.link(f, staging / f.name)  # survives the trainer deleting ``checkpoint``
-            except OSError:  # a file system without hard links: copy (slower, same result)
-                shutil.copyfile(f, staging / f.name)
+        """Queue ``checkpoint`` (complete, on local disk) for copying; returns at once.
+
+        A file (a fold's result) is copied now, after the queued checkpoint."""
+        if checkpoint.is_file():
+            self.flush()
+            write_file(self.layout.mirror_of(checkpoint), checkpoint.read_bytes())
+            return
+        folder = checkpoint.parent
+        staging = folder / f".mirror-{checkpoint.name}"
+        _stage(checkpoint, staging)
+        best = StudyLayout.best_model_dir(folder)
+        best_staging = None
+        if best.is_dir() and self._best_seen.get(best) != best.stat().st_mtime_ns:
+            self._best_seen[best] = best.stat().st_mtime_ns
+            best_staging = folder / f".mirror-{BEST_MODEL}"
+            _stage(best, best_staging)
         with self._cond:
             if self._pending is not None:  # superseded before it was copied
                 shutil.rmtree(self._pending[0], ignore_errors=True)
-            self._pending = (staging, self.durable_root / checkpoint.parent.name)
+                if self._pending[1] is not None and best_staging is None:
+                    best_staging = self._pending[1]  # still the newest best model
+                elif self._pending[1] is not None:
+                    shutil.rmtree(self._pending[1], ignore_errors=True)
+            self._pending = (staging, best_staging, self.layout.mirror_of(folder))
             self._cond.notify_all()
 
     def flush(self, timeout: float | None = 600) -> None:
@@ -86,25 +108,41 @@ class CheckpointMirror:
 
     # -- fresh VM and cleanup ------------------------------------------------------------
 
-    def pull(self, trial_dir: Path) -> Path | None:
-        """Copy the mirrored checkpoint of ``trial_dir`` down when it is newer than the local."""
-        remote = latest_checkpoint(self.durable_root / trial_dir.name)
-        local = latest_checkpoint(trial_dir)
-        if remote is None or _step(remote) <= _step(local):
-            return None
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        tmp = trial_dir / f"{remote.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(remote, tmp)
-        os.replace(tmp, trial_dir / remote.name)
-        logger.info("Checkpoint restored from the durable mirror: %s -> %s", remote, trial_dir)
-        return trial_dir / remote.name
+    def pull(self, trial_dir: Path) -> list[Path]:
+        """Copy down what the mirror of ``trial_dir`` has that local disk lacks: each fold's
+        newer checkpoint, its best model and its result. Returns the checkpoints pulled."""
+        remote_trial = self.layout.mirror_of(trial_dir)
+        if not remote_trial.is_dir():
+            return []
+        pulled = []
+        for remote_dir in [remote_trial, *sorted(p for p in remote_trial.iterdir()
+                                                 if p.is_dir() and checkpoint_step(p) < 0
+                                                 and p.name != BEST_MODEL)]:
+            local_dir = trial_dir / remote_dir.relative_to(remote_trial)
+            got = self._pull_folder(remote_dir, local_dir)
+            if got is not None:
+                pulled.append(got)
+        return pulled
 
-    def discard(self, trial_dir_name: str) -> None:
+    def _pull_folder(self, remote_dir: Path, local_dir: Path) -> Path | None:
+        remote_best = StudyLayout.best_model_dir(remote_dir)
+        if remote_best.is_dir() and not StudyLayout.best_model_dir(local_dir).exists():
+            copy_folder(remote_best, StudyLayout.best_model_dir(local_dir))
+        result = StudyLayout.fold_result(remote_dir)
+        if result.is_file() and not StudyLayout.fold_result(local_dir).exists():
+            write_file(StudyLayout.fold_result(local_dir), result.read_bytes())
+        remote = latest_checkpoint(remote_dir)
+        local = latest_checkpoint(local_dir)
+        if remote is None or checkpoint_step(remote) <= checkpoint_step(local):
+            return None
+        final = copy_folder(remote, local_dir / remote.name, marker=MARKER)
+        logger.info("Checkpoint restored from the durable mirror: %s -> %s", remote, local_dir)
+        return final
+
+    def discard(self, trial_dir: Path) -> None:
         """The trial is over: drop its mirrored checkpoints."""
         self.flush()
-        shutil.rmtree(self.durable_root / trial_dir_name, ignore_errors=True)
+        shutil.rmtree(self.layout.mirror_of(trial_dir), ignore_errors=True)
 
     # -- the copying thread --------------------------------------------------------------
 
@@ -114,42 +152,26 @@ class CheckpointMirror:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
                 if self._pending is None:
                     return
-                staging, target_dir = self._pending
+                staging, best_staging, target_dir = self._pending
                 self._pending = None
                 self._busy = True
             try:
+                if best_staging is not None:
+                    copy_folder(best_staging, StudyLayout.best_model_dir(target_dir))
                 self._copy(staging, target_dir)
             except Exception as exc:  # noqa: BLE001 - the next checkpoint tries again
                 logger.warning("Could not mirror %s to %s (%s); training goes on", staging,
                                target_dir, exc)
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                for s in (staging, best_staging):
+                    if s is not None:
+                        shutil.rmtree(s, ignore_errors=True)
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
     def _copy(self, staging: Path, target_dir: Path) -> None:
         name = staging.name.removeprefix(".mirror-")
-        target_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target_dir / f"{name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        files = sorted(f for f in staging.iterdir() if f.name != MARKER)
-        for i, f in enumerate(files):
-            shutil.copyfile(f, tmp / f.name)
-            if i == len(files) // 2:
-                faults.point("checkpoint_mirror")
-        for f in files:
-            with open(tmp / f.name, "rb") as fh:
-                os.fsync(fh.fileno())
-        shutil.copyfile(staging / MARKER, tmp / MARKER)  # marker last: complete from here on
-        final = target_dir / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for other in target_dir.iterdir():
-            if other != final and (_step(other) >= 0 and _step(other) < _step(final)
-                                   or ".tmp-" in other.name):
-                shutil.rmtree(other, ignore_errors=True)
+        final = copy_folder(staging, target_dir / name, marker=MARKER, fault="checkpoint_mirror")
+        prune_older(target_dir, final)
         logger.info("Checkpoint mirrored: %s", final)

@@ -10,6 +10,7 @@ the fix, and the search goes on. Azure packages are imported only when Azure is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -18,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import load_yaml
-from .errors import ConfigError
+from .config import load_infrastructure_config, load_mlflow_config
 from .paths import mlflow_db_paths
 from .redaction import mask
 from .runtime import Runtime, detect, environ
@@ -173,17 +173,8 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
     Config errors raise :class:`ConfigError`; tracking problems warn and fall back.
     """
     cdir = Path(config_dir)
-    raw = load_yaml(cdir / "mlflow.yaml") if (cdir / "mlflow.yaml").is_file() else {}
-    unknown = sorted(set(raw) - {"azure_ml", "local"})
-    if unknown:
-        raise ConfigError(f"{cdir / 'mlflow.yaml'}: unknown key(s) {', '.join(unknown)}. "
-                          "Fix: allowed keys: azure_ml, local.")
-    azure = raw.get("azure_ml") or {}
-    local = raw.get("local") or {}
-    if not isinstance(azure.get("enabled", False), bool):
-        raise ConfigError(f"{cdir / 'mlflow.yaml'}: key 'azure_ml.enabled' = "
-                          f"{azure.get('enabled')!r} must be true or false. Fix: write true or "
-                          "false.")
+    cfg = load_mlflow_config(cdir / "mlflow.yaml")
+    azure, local = dataclasses.asdict(cfg.azure_ml), dataclasses.asdict(cfg.local)
     uri = tracking_uri or local.get("tracking_uri")
     runtime = runtime or detect()
     if not azure.get("enabled", False):
@@ -191,7 +182,7 @@ def setup_mlflow_from_config(experiment_name: str, config_dir: Path | str, *,
                                            runtime=runtime, cwd=cwd)
     env = environ() if env is None else env
     infra_file = cdir / "infrastructure.yaml"
-    infra = (load_yaml(infra_file) if infra_file.is_file() else {}).get("workspace") or {}
+    infra = dataclasses.asdict(load_infrastructure_config(infra_file).workspace)
     missing: list[str] = []
     workspace = _expand(azure.get("workspace_name") or infra.get("name"), env, missing)
     subscription = _expand(infra.get("subscription_id", "${AZURE_SUBSCRIPTION_ID}"), env,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .layout import DRIVE_MOUNT, DRIVE_MOUNTPOINT
 from .runtime import Runtime, detect
 
 __all__ = ["NOTEBOOK_PARAMETERS", "check_parameters", "setup_environment"]
@@ -71,14 +72,14 @@ def setup_environment(*, mount_drive: bool = True, runtime: Runtime | None = Non
     """
     rt = runtime or detect()
     if rt.is_colab and mount_drive and not rt.drive_mounted:
-        mountpoint = rt.root / "content" / "drive"
+        mountpoint = rt.root.joinpath(*DRIVE_MOUNTPOINT)
         try:
             (mount or _mount_drive)(str(mountpoint))
         except Exception as exc:  # noqa: BLE001 - the sweep still runs, session-only
             logger.warning("Google Drive could not be mounted (%s): checkpoints will live only "
                            "as long as this session.", exc)
         rt = Runtime(rt.kind, rt.root,
-                     drive_mounted=(rt.root / "content" / "drive" / "MyDrive").is_dir())
+                     drive_mounted=rt.root.joinpath(*DRIVE_MOUNT).is_dir())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S", stream=sys.stdout, force=True)
     logger.info("Runtime: %s%s", rt.kind,

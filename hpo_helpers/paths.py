@@ -9,24 +9,21 @@ Kaggle, Azure ML) nothing is copied. :func:`resolve` is a pure function of its a
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .layout import COLAB_LOCAL_ROOT, DRIVE_ROOT, HPO_DIR, KAGGLE_ROOT, MLFLOW_DB, StudyLayout
+from .names import backbone_path_name
 from .runtime import AZUREML, COLAB, KAGGLE, Runtime
 
 __all__ = ["StudyPaths", "check_backbone_slug", "mlflow_db_paths", "resolve"]
 
 logger = logging.getLogger(__name__)
 
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DRIVE_ROOT = ("content", "drive", "MyDrive", "resume-ner-checkpoints")
-COLAB_LOCAL_ROOT = ("content", "resume-ner")
-KAGGLE_ROOT = ("kaggle", "working", "resume-ner")
 DRIVE_DIR = (*DRIVE_ROOT, "hpo")
-COLAB_LOCAL_DIR = (*COLAB_LOCAL_ROOT, "outputs", "hpo")
-KAGGLE_DIR = (*KAGGLE_ROOT, "outputs", "hpo")
+COLAB_LOCAL_DIR = (*COLAB_LOCAL_ROOT, *HPO_DIR)
+KAGGLE_DIR = (*KAGGLE_ROOT, *HPO_DIR)
 
 
 @dataclass(frozen=True)
@@ -49,24 +46,13 @@ class StudyPaths:
         """True when the working database must be copied to the durable folder."""
         return self.durable_db != self.working_db
 
-    def trials_dir(self, study_name: str) -> Path:
-        """Folder of the epoch checkpoints of ``study_name``'s trials (local disk)."""
-        return self.working_db.parent / "trials" / study_name
-
-    def models_dir(self, study_name: str) -> Path:
-        """Folder of the best models of the top-k trials (durable)."""
-        return self.durable_db.parent / "models" / study_name
+    def layout(self, study_name: str, created_at: str | None = None) -> StudyLayout:
+        """The folders of ``study_name`` stored in this database (see ``layout``)."""
+        return StudyLayout.for_study(study_name, working_dir=self.working_db.parent,
+                                     durable_dir=self.durable_db.parent, created_at=created_at)
 
 
-def check_backbone_slug(backbone: str) -> str:
-    """Refuse a backbone name that could escape the output folder through ``{backbone}``."""
-    if not _SLUG.match(backbone) or ".." in backbone:
-        raise ConfigError(
-            f"backbone name {backbone!r} cannot be used in a path: it must be letters, digits, "
-            "'_', '-' or '.', start with a letter or digit, and contain no '..' or '/'. "
-            "Fix: use a registry name such as 'minilm' or 'tiny'."
-        )
-    return backbone
+check_backbone_slug = backbone_path_name  # the name ``{backbone}`` stands for in paths
 
 
 def resolve(
@@ -83,8 +69,7 @@ def resolve(
     ``output_dir``, when given, is the durable root on every runtime; relative paths are taken
     against ``cwd`` (default: the current folder).
     """
-    check_backbone_slug(backbone)
-    relative = Path(storage_path.format(backbone=backbone))
+    relative = Path(storage_path.format(backbone=backbone_path_name(backbone)))
     if relative.is_absolute() or ".." in relative.parts:
         raise ConfigError(
             f"checkpoint.storage_path {storage_path!r} resolves to {str(relative)!r}, outside the "
@@ -113,10 +98,10 @@ def resolve(
         durable_root = explicit or root.joinpath(*KAGGLE_DIR)
         working_root = durable_root
     elif runtime.kind == AZUREML:
-        durable_root = explicit or (base / "outputs" / "hpo")
+        durable_root = explicit or base.joinpath(*HPO_DIR)
         working_root = durable_root
     else:
-        durable_root = explicit or (base / "outputs" / "hpo")
+        durable_root = explicit or base.joinpath(*HPO_DIR)
         working_root = durable_root
 
     return StudyPaths(
@@ -139,12 +124,12 @@ def mlflow_db_paths(runtime: Runtime, *, cwd: Path | str | None = None) -> tuple
     base = Path(cwd) if cwd is not None else Path.cwd()
     root = runtime.root
     if runtime.kind == COLAB:
-        working = root.joinpath(*COLAB_LOCAL_ROOT, "mlruns", "mlflow.db")
-        durable = root.joinpath(*DRIVE_ROOT, "mlruns", "mlflow.db") if runtime.drive_mounted \
+        working = root.joinpath(*COLAB_LOCAL_ROOT, *MLFLOW_DB)
+        durable = root.joinpath(*DRIVE_ROOT, *MLFLOW_DB) if runtime.drive_mounted \
             else working
         return working, durable
     if runtime.kind == KAGGLE:
-        db = root.joinpath(*KAGGLE_ROOT, "mlruns", "mlflow.db")
+        db = root.joinpath(*KAGGLE_ROOT, *MLFLOW_DB)
         return db, db
-    db = base / "mlruns" / "mlflow.db"
+    db = base.joinpath(*MLFLOW_DB)
     return db, db

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import DRIVE_MOUNT
+
 __all__ = ["Runtime", "detect", "environ"]
 
 LOCAL = "local"
@@ -36,10 +38,6 @@ class Runtime:
     @property
     def is_colab(self) -> bool:
         return self.kind == COLAB
-
-    @property
-    def is_kaggle(self) -> bool:
-        return self.kind == KAGGLE
 
 
 def environ() -> Mapping[str, str]:
@@ -74,7 +72,7 @@ def detect(
     if colab_importable is None:
         colab_importable = _colab_importable() if environ is None else False
     if env.get("COLAB_GPU") is not None or env.get("COLAB_RELEASE_TAG") or colab_importable:
-        mounted = (root_path / "content" / "drive" / "MyDrive").is_dir()
+        mounted = root_path.joinpath(*DRIVE_MOUNT).is_dir()
         return Runtime(COLAB, root_path, drive_mounted=mounted)
     if env.get("KAGGLE_KERNEL_RUN_TYPE"):
         return Runtime(KAGGLE, root_path)

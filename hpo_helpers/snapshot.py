@@ -7,15 +7,13 @@ durable copy, checked, and moved into place with ``os.replace``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import sqlite3
-import time
 from pathlib import Path
 
-from . import faults
+from .durable import copy_bytes, set_aside, sha256
 
 __all__ = [
     "check_database",
@@ -65,31 +63,6 @@ def enable_wal(path: Path) -> None:
         con.close()
 
 
-def _copy_bytes(source: Path, target: Path) -> str:
-    """Plain file copy (no SQLite on either side), fsynced; returns the sha256 of the bytes."""
-    digest = hashlib.sha256()
-    size = source.stat().st_size
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        copied = 0
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-            digest.update(chunk)
-            copied += len(chunk)
-            if copied >= size // 2 and copied - len(chunk) < size // 2:
-                faults.point("snapshot_copy")
-        dst.flush()
-        os.fsync(dst.fileno())
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def snapshot(source: Path, target: Path) -> Path:
     """Copy live database ``source`` (local disk) to ``target`` (durable) atomically.
 
@@ -115,8 +88,8 @@ def snapshot(source: Path, target: Path) -> Path:
         problem = check_database(local)
         if problem:
             raise OSError(f"snapshot of {source} failed its integrity check: {problem}")
-        written = _copy_bytes(local, remote)
-        if _sha256(remote) != written:
+        written = copy_bytes(local, remote, fault="snapshot_copy")
+        if sha256(remote) != written:
             raise OSError(f"snapshot copy {remote} does not match what was written")
         os.replace(remote, target)
     finally:
@@ -135,7 +108,7 @@ def fetch(durable: Path, working: Path) -> str | None:
     working.parent.mkdir(parents=True, exist_ok=True)
     local = working.with_name(f"{working.name}.restore-{os.getpid()}")
     try:
-        _copy_bytes(durable, local)
+        copy_bytes(durable, local, fault="snapshot_copy")
         problem = check_database(local)
         if problem:
             moved = set_aside(durable, "corrupt")
@@ -149,17 +122,6 @@ def fetch(durable: Path, working: Path) -> str | None:
         local.unlink(missing_ok=True)
     logger.info("Restored the study from the durable copy %s to %s", durable, working)
     return None
-
-
-def set_aside(path: Path, why: str) -> Path:
-    """Rename a bad file or folder to ``<name>.<why>-<time>`` beside it; never delete it."""
-    target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-        n += 1
-    os.replace(path, target)
-    return target
 
 
 def restore_if_missing(working: Path, durable: Path) -> None:

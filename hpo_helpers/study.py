@@ -23,19 +23,35 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import HpoConfig
+from .durable import set_aside
 from .errors import FingerprintMismatchError, StudyLockedError
 from .paths import StudyPaths
+from .schema import (
+    ATTEMPT,
+    CREATED_AT,
+    FINGERPRINT,
+    INTERRUPTED,
+    RETRY_OF,
+    RETRY_ROOT,
+    retry_root,
+    study_name,
+)
 from .snapshot import (
     BUSY_TIMEOUT_S,
     check_database,
     enable_wal,
     fetch,
     restore_if_missing,
-    set_aside,
 )
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+
 
 __all__ = [
     "OpenedStudy",
@@ -120,7 +136,8 @@ def archive_study(paths: StudyPaths, study_name: str) -> list[Path]:
             moved.append(set_aside(db, "archived"))
             for suffix in ("-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)  # empty after the checkpoint
-    for folder in (paths.trials_dir(study_name), paths.models_dir(study_name)):
+    layout = paths.layout(study_name)
+    for folder in dict.fromkeys([*layout.archived_folders(), *layout.study_models_folders()]):
         if folder.exists():
             moved.append(set_aside(folder, "archived"))
     for m in moved:
@@ -130,7 +147,7 @@ def archive_study(paths: StudyPaths, study_name: str) -> list[Path]:
 
 @dataclass
 class OpenedStudy:
-    study: Any
+    study: optuna.Study
     study_name: str
     paths: StudyPaths | None
     resumed: bool
@@ -169,7 +186,7 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes) or "unknown"
 
 
-def sqlite_storage(db: Path) -> Any:
+def sqlite_storage(db: Path) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``db`` with a busy timeout (WAL is set on the file)."""
     import optuna
 
@@ -179,7 +196,7 @@ def sqlite_storage(db: Path) -> Any:
     )
 
 
-def count_states(study: Any) -> dict[str, int]:
+def count_states(study: optuna.Study) -> dict[str, int]:
     """Trials per state, read without deep copies."""
     from optuna.trial import TrialState
 
@@ -189,25 +206,25 @@ def count_states(study: Any) -> dict[str, int]:
     return counts
 
 
-def requeue(study: Any, trial: Any) -> None:
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
     """Queue a retry of an interrupted ``trial`` with the same params.
 
     ``retry_of`` names the attempt it continues; ``retry_root`` the first attempt of the chain,
     whose checkpoint folder every attempt shares.
     """
-    root = int(trial.user_attrs.get("retry_root", trial.number))
+    root = retry_root(trial)
     study.enqueue_trial(dict(trial.params),
-                        user_attrs={"retry_of": trial.number, "retry_root": root,
-                                    "attempt": int(trial.user_attrs.get("attempt", 1)) + 1})
+                        user_attrs={RETRY_OF: trial.number, RETRY_ROOT: root,
+                                    ATTEMPT: int(trial.user_attrs.get(ATTEMPT, 1)) + 1})
 
 
 def interrupted_numbers(trials: list[Any]) -> set[int]:
     """Trials that died with their process: tagged ``interrupted`` or continued by a retry."""
-    return ({t.number for t in trials if t.user_attrs.get("interrupted")}
-            | {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs})
+    return ({t.number for t in trials if t.user_attrs.get(INTERRUPTED)}
+            | {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs})
 
 
-def recover_interrupted(study: Any) -> list[int]:
+def recover_interrupted(study: optuna.Study) -> list[int]:
     """Mark RUNNING trials FAIL/``interrupted`` and queue a retry of each with the same params.
 
     Only call this when no live process can own those trials (the study lock is held).
@@ -217,7 +234,7 @@ def recover_interrupted(study: Any) -> list[int]:
     storage = study._storage
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         recovered.append(t.number)
         if not t.params:  # died before sampling: nothing to continue, a new trial will come
@@ -253,11 +270,11 @@ def _prepare_database(paths: StudyPaths) -> None:
     enable_wal(working)
 
 
-def _check_fingerprint(study: Any, name: str, where: str,
+def _check_fingerprint(study: optuna.Study, name: str, where: str,
                        fingerprint_parts: dict[str, Any]) -> None:
-    stored = study.user_attrs.get("fingerprint")
+    stored = study.user_attrs.get(FINGERPRINT)
     if stored is None:
-        study.set_user_attr("fingerprint", fingerprint_parts)
+        study.set_user_attr(FINGERPRINT, fingerprint_parts)
         return
     if json.dumps(stored, sort_keys=True) != json.dumps(fingerprint_parts, sort_keys=True):
         raise FingerprintMismatchError(
@@ -270,7 +287,8 @@ def _check_fingerprint(study: Any, name: str, where: str,
 
 
 def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
-                      fingerprint_parts: dict[str, Any], sampler: Any, pruner: Any,
+                      fingerprint_parts: dict[str, Any], sampler: BaseSampler,
+                      pruner: BasePruner,
                       on_stale: Any) -> OpenedStudy:
     """Create or join the study on a database server shared by several workers."""
     import optuna
@@ -278,7 +296,7 @@ def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
     from .distributed import SharedStudy, open_storage
     from .redaction import mask
 
-    name = hpo.study_name or f"hpo_{backbone}"
+    name = study_name(backbone, hpo.study_name)
     storage = open_storage(url, heartbeat_interval=hpo.heartbeat_interval,
                            grace_period=hpo.grace_period, on_stale=on_stale)
     resumed = name in set(optuna.get_all_study_names(storage))
@@ -286,6 +304,8 @@ def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
                                 direction=hpo.objective.direction, sampler=sampler,
                                 pruner=pruner)
     _check_fingerprint(study, name, mask(url), fingerprint_parts)
+    if CREATED_AT not in study.user_attrs:  # names the kept-models folder (layout)
+        study.set_user_attr(CREATED_AT, time.strftime("%Y-%m-%dT%H:%M:%S"))
     counts = count_states(study)
     logger.info("Shared study %s %s on %s (%d COMPLETE, %d RUNNING on other workers)", name,
                 "joined" if resumed else "created", mask(url), counts["COMPLETE"],
@@ -294,15 +314,16 @@ def open_shared_study(*, hpo: HpoConfig, backbone: str, url: str,
 
 
 def open_study(*, hpo: HpoConfig, backbone: str, paths: StudyPaths | None,
-               fingerprint_parts: dict[str, Any], sampler: Any, pruner: Any) -> OpenedStudy:
+               fingerprint_parts: dict[str, Any], sampler: BaseSampler,
+               pruner: BasePruner) -> OpenedStudy:
     """Create or resume the study; ``paths=None`` means checkpointing is off (in memory)."""
     import optuna
 
-    base_name = hpo.study_name or f"hpo_{backbone}"
+    base_name = study_name(backbone, hpo.study_name)
     if paths is None:
         study = optuna.create_study(study_name=base_name, direction=hpo.objective.direction,
                                     sampler=sampler, pruner=pruner)
-        study.set_user_attr("fingerprint", fingerprint_parts)
+        study.set_user_attr(FINGERPRINT, fingerprint_parts)
         logger.info("Study %s opened in memory (checkpoint.enabled is false: nothing persists)",
                     base_name)
         return OpenedStudy(study, base_name, None, resumed=False)
@@ -327,8 +348,8 @@ def open_study(*, hpo: HpoConfig, backbone: str, paths: StudyPaths | None,
             study = optuna.create_study(study_name=name, storage=storage,
                                         direction=hpo.objective.direction, sampler=sampler,
                                         pruner=pruner)
-            study.set_user_attr("fingerprint", fingerprint_parts)
-            study.set_user_attr("created_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+            study.set_user_attr(FINGERPRINT, fingerprint_parts)
+            study.set_user_attr(CREATED_AT, time.strftime("%Y-%m-%dT%H:%M:%S"))
         recovered = recover_interrupted(study)
         counts = count_states(study)
         logger.info("Study %s %s: %s (%d COMPLETE, %d PRUNED, %d FAIL)", name,

@@ -20,13 +20,14 @@ from typing import Any
 from .distributed import worker_id
 from .mlflow_setup import TrackingSetup
 from .redaction import mask
+from .schema import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_ID, RETRY_OF, SESSIONS
 
 __all__ = ["SweepTracker"]
 
 logger = logging.getLogger(__name__)
 
-PARENT_ATTR = "mlflow_parent_run_id"
-CHILD_ATTR = "mlflow_run_id"
+PARENT_ATTR = MLFLOW_PARENT_RUN_ID
+CHILD_ATTR = MLFLOW_RUN_ID
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,7 +107,7 @@ class SweepTracker:
                                                           params.items()])
             if checkpoint_path is not None:  # an in-memory study has nowhere to keep the id
                 study.set_user_attr(PARENT_ATTR, self.parent_id)
-        sessions = int(study.user_attrs.get("sessions", 1))
+        sessions = int(study.user_attrs.get(SESSIONS, 1))
         self.client.log_batch(self.parent_id, tags=[
             RunTag("resumed_from_checkpoint", str(resumed).lower()),
             RunTag("last_session_start", now),
@@ -166,7 +167,7 @@ class SweepTracker:
 
         tags = {"mlflow.parentRunId": self.parent_id, "trial_number": str(trial.number),
                 "trial_state": "RUNNING", "worker": worker_id()}
-        retry_of = trial.user_attrs.get("retry_of")
+        retry_of = trial.user_attrs.get(RETRY_OF)
         if retry_of is not None:
             tags["retry_of_trial"] = str(retry_of)
             original = trial.study.get_trials(deepcopy=False)[int(retry_of)] \

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any
 
 from . import faults
 from .backbones import Backbone
-from .checkpoints import latest_checkpoint, quarantine, read_state, write_checkpoint
+from .checkpoints import quarantine, read_state, resume_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .data import Document
 from .device import (
@@ -33,13 +32,12 @@ from .device import (
 )
 from .encoding import IGNORE, Window, merge_predictions
 from .errors import CheckpointError, TrialOutOfMemoryError
+from .layout import StudyLayout
 from .metrics import entity_scores
 
 __all__ = ["FitResult", "evaluate", "fit", "params_match"]
 
 logger = logging.getLogger(__name__)
-
-BEST_MODEL_DIR = "best-model"
 
 
 @dataclass
@@ -320,7 +318,7 @@ class _Fit:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         loss_n = 0
         torch.manual_seed(self.seed + 1)  # dropout stream of a fresh trial
-        ckpt = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        ckpt = resume_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if ckpt is not None:
             state = self._restore(ckpt, model, optimizer, scheduler, scaler, total)
             start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
@@ -441,8 +439,8 @@ class _Fit:
             if metrics["f1"] > result.best_f1:
                 result.best_f1 = float(metrics["f1"])
                 if self.checkpoint_dir is not None:
-                    _save_best(model, self.backbone, self.checkpoint_dir / BEST_MODEL_DIR,
-                               metrics)
+                    _save_best(model, self.backbone,
+                               StudyLayout.best_model_dir(self.checkpoint_dir), metrics)
             save(epoch + 1, 0)
             logger.info("Epoch %d/%d: train loss %.4f, validation F1 %.4f", epoch + 1, epochs,
                         metrics["train_loss"], metrics["f1"])
@@ -494,18 +492,12 @@ _scaler_missing_logged = False
 def _save_best(model: Any, backbone: Backbone, target: Path, metrics: dict[str, Any]) -> None:
     """Write the trial's best model as a Hugging Face folder, replacing the previous one."""
     import json
-    import os
 
-    for leftover in target.parent.glob(target.name + ".tmp-*"):  # a killed earlier write
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    backbone.tokenizer.save_pretrained(tmp)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    from .durable import write_folder
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        backbone.tokenizer.save_pretrained(tmp)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+
+    write_folder(target, fill)

@@ -16,52 +16,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .config import load_configs
+from .events import SweepEvents, SweepOutcome
 from .mlflow_setup import TrackingSetup
-from .paths import resolve
 from .runtime import Runtime, detect
-from .study import archive_study, lock_holder
-from .sweep import (
-    Configs,
-    SweepEvents,
-    SweepOutcome,
-    load_configs,
-    run_sweep,
-    status,
-    storage_url_for,
-)
+from .status import plan, storage_url_for, study_paths
+from .study import archive_study
 
 __all__ = ["ResumePanel", "plan"]
 
 logger = logging.getLogger(__name__)
-
-
-def plan(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | None = None,
-         runtime: Runtime | None = None, storage_url: str | None = None) -> dict[str, Any]:
-    """What a run would do now, read without taking the study's lock."""
-    info = status(cfg, backbone=backbone, output_dir=output_dir, runtime=runtime,
-                  storage_url=storage_url)
-    paths = None
-    if cfg.hpo.checkpoint.enabled and not storage_url_for(cfg.hpo, storage_url):
-        paths = resolve(runtime or detect(), backbone=info["backbone"],
-                        storage_path=cfg.hpo.checkpoint.storage_path, output_dir=output_dir)
-    holder = lock_holder(paths.working_db) if paths else None
-    max_trials = cfg.hpo.max_trials
-    if info.get("workers"):
-        action = (f"Shared study: {info['n_complete']} of {max_trials} trials complete, "
-                  f"{len(info['workers'])} running on other workers")
-    elif holder:
-        action = f"A sweep is running this study ({holder})"
-    elif not info["exists"]:
-        action = f"New study {info['study_name']}: 0 of {max_trials} trials"
-    elif info["n_complete"] >= max_trials:
-        action = f"All {max_trials} trials already complete"
-    else:
-        action = f"Resume: {info['n_complete']} of {max_trials} trials complete"
-    info.update(action=action, running_elsewhere=holder,
-                stale=0 if holder else info["n_running"],
-                working_path=str(paths.working_db) if paths else info["checkpoint_path"],
-                durable_path=str(paths.durable_db) if paths else info["checkpoint_path"])
-    return info
 
 
 class ResumePanel(SweepEvents):
@@ -197,11 +161,9 @@ class ResumePanel(SweepEvents):
             self._log("Start fresh is not available for a shared study: set a new study_name")
             return []
         if self.cfg.hpo.checkpoint.enabled:
-            bb = self.backbone or self.cfg.hpo.backbone
-            paths = resolve(self.runtime, backbone=bb,
-                            storage_path=self.cfg.hpo.checkpoint.storage_path,
-                            output_dir=self.output_dir)
-            moved = archive_study(paths, self.cfg.hpo.study_name or f"hpo_{bb}")
+            paths = study_paths(self.cfg, backbone=self.backbone, output_dir=self.output_dir,
+                                runtime=self.runtime)
+            moved = archive_study(paths, self.info["study_name"])
         self._log("Archived the old study: " + (", ".join(p.name for p in moved) or "nothing"))
         self.resume(block=block)
         return moved
@@ -219,6 +181,8 @@ class ResumePanel(SweepEvents):
         return self.outcome
 
     def _run(self) -> None:
+        from .sweep import run_sweep  # the one writer: only the Run button needs it
+
         try:
             self.outcome = run_sweep(self.cfg, backbone=self.backbone,
                                      dataset_path=self.dataset_path, output_dir=self.output_dir,

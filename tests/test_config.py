@@ -154,3 +154,99 @@ def test_bad_data_config(tmp_path: Path, raw, pattern) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=pattern):
         load_data_config(path)
+
+
+FIVE_MISTAKES = """
+backbone: tiny
+max_trails: 3
+sampler: {type: grid}
+checkpoint: {enabled: yes-please}
+objective: {direction: upward}
+search_space:
+  learning_rate: {type: loguniform, low: 0.0, high: 1e-3}
+  batch_size: {type: choice, choices: [4, 8]}
+  dropout: 0.1
+  weight_decay: 0.01
+  warmup_ratio: 0.0
+  epochs: 2
+"""
+
+
+def test_a_config_with_five_mistakes_reports_all_five_in_one_error(tmp_path: Path) -> None:
+    path = tmp_path / "five.yaml"
+    path.write_text(FIVE_MISTAKES)
+    with pytest.raises(ConfigError, match=r"five.yaml: 5 problems\n") as info:
+        load_hpo_config(path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 6 and all(ln.startswith("  ") for ln in lines[1:])
+    text = str(info.value)
+    for expected in ("unknown key(s) max_trails", "'sampler.type' = 'grid'",
+                     "'checkpoint.enabled' = 'yes-please' must be true or false",
+                     "'objective.direction' = 'upward'",
+                     "'search_space.learning_rate.low' = 0.0 must be > 0"):
+        assert expected in text
+    assert all("Fix:" in ln for ln in lines[1:])
+
+
+def test_cli_prints_the_problems_under_one_error_line(project) -> None:
+    import subprocess
+    import sys
+
+    project.hpo.write_text(FIVE_MISTAKES.replace("backbone: tiny", "backbone: tiny\n"
+                                                 "train_config: train.yaml"))
+    res = subprocess.run([sys.executable, "-m", "hpo_helpers", "run", "--config",
+                          str(project.hpo)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("error:"))
+    assert lines[start].endswith("5 problems")
+    assert len([ln for ln in lines[start + 1:] if ln.startswith("  key")]) >= 4
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n"
+    for i in range(8)) + "backbone: *i\n"
+
+
+def test_a_yaml_alias_bomb_gives_a_short_error_quickly(tmp_path: Path) -> None:
+    import resource
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_hpo_config(path)
+    assert time.monotonic() - start < 5
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 200_000  # KiB
+    message = str(info.value)
+    assert len(message) < 2000, len(message)
+    assert "key 'backbone' = [[[" in message and "..." in message
+
+
+def test_backbones_mlflow_and_infrastructure_files_report_every_problem(tmp_path: Path) -> None:
+    from hpo_helpers.config import (
+        load_backbones_config,
+        load_infrastructure_config,
+        load_mlflow_config,
+    )
+
+    bb = tmp_path / "backbones.yaml"
+    bb.write_text("a: {kind: rocket}\nb: {kind: hub}\nc: {kind: tiny, colour: red}\n")
+    with pytest.raises(ConfigError, match=r"backbones.yaml: 3 problems\n") as info:
+        load_backbones_config(bb)
+    text = str(info.value)
+    assert "'a.kind' = 'rocket' is not one of" in text and "'b.name' is missing" in text
+    assert "unknown key(s) c.colour" in text
+    ml = tmp_path / "mlflow.yaml"
+    ml.write_text("azure_ml: {enabled: maybe}\nlocal: {tracking_uri: 3}\nremote: 1\n")
+    with pytest.raises(ConfigError, match=r"mlflow.yaml: 3 problems\n"):
+        load_mlflow_config(ml)
+    infra = tmp_path / "infrastructure.yaml"
+    infra.write_text("workspace: {name: ws, region: eu}\n")
+    with pytest.raises(ConfigError, match=r"infrastructure.yaml: unknown key\(s\) "
+                                          r"workspace.region\. Fix"):
+        load_infrastructure_config(infra)
+    assert load_infrastructure_config(tmp_path / "none.yaml").workspace.subscription_id == (
+        "${AZURE_SUBSCRIPTION_ID}")

@@ -52,6 +52,20 @@ def _colab_args(project, *extra: str) -> list[str]:
     return project.cli("run", "--config", str(project.hpo), *extra)
 
 
+def _kill_then_lose_the_vm(project, root: Path, env: dict[str, str], ready, timeout: float,
+                           check=None) -> None:
+    """Run the sweep on simulated Colab, SIGKILL it once ``ready()``, then delete the VM's
+    local disk (Drive survives); ``check()`` runs between the kill and the deletion."""
+    proc = subprocess.Popen(_colab_args(project), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=root / "content")
+    _wait_for(ready, timeout, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    if check is not None:
+        check()
+    shutil.rmtree(root / "content" / "resume-ner")  # the VM is gone; Drive survives
+
+
 @pytest.mark.slow
 def test_colab_never_opens_sqlite_on_drive(project, tmp_path) -> None:
     root, env = _colab(tmp_path)
@@ -79,13 +93,8 @@ def test_fresh_vm_continues_the_trial_from_the_drive_mirror(project, tmp_path) -
     root, env = _colab(tmp_path)
     working_db = root.joinpath(*WORKING, "study.db")
     mirror = root.joinpath(*DURABLE, "trials", "hpo_tiny")
-    proc = subprocess.Popen(_colab_args(project), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=root / "content")
-    _wait_for(lambda: _running_trial(working_db) == 1
-              and any(mirror.glob("trial_1/checkpoint-*/COMPLETE")), 240, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    shutil.rmtree(root / "content" / "resume-ner")  # the VM is gone; Drive survives
+    _kill_then_lose_the_vm(project, root, env, lambda: _running_trial(working_db) == 1
+                           and any(mirror.glob("trial_1/checkpoint-*/COMPLETE")), 240)
     res = subprocess.run(_colab_args(project), env=env, capture_output=True, text=True,
                          timeout=300, cwd=root / "content")
     assert res.returncode == 0, res.stderr[-3000:]

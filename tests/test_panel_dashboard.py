@@ -68,7 +68,8 @@ def test_start_fresh_archives_and_never_deletes(project) -> None:
     kept = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{archived[0]}")
     assert [(t.number, t.value) for t in kept.trials] == [(t.number, t.value) for t in old_trials]
     models = db.parent / "models"
-    assert any(p.name.startswith("hpo_tiny.archived-") for p in models.iterdir())
+    assert any(p.name.startswith("hpo_tiny-") and ".archived-" in p.name  # study-unique folder
+               for p in models.iterdir())
     fresh = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{db}")
     assert len(fresh.get_trials(states=(TrialState.COMPLETE,))) == 1
     assert fresh.trials[0].datetime_start > old_trials[0].datetime_complete

@@ -39,7 +39,9 @@ def test_sweep_runs_then_reports_all_done_and_status_matches(project, caplog) ->
     assert len(complete) == 2
     assert all(0.0 <= t.value <= 1.0 for t in complete)
     assert all("val_per_entity_f1" in t.user_attrs for t in complete)
-    assert (project.output_dir / "tiny" / "models" / "hpo_tiny").is_dir()
+    # DECISIONS: kept models live in a study-unique folder, models/<study>-<created>/trial_<n>
+    (models,) = (project.output_dir / "tiny" / "models").glob("hpo_tiny-*")
+    assert any(models.glob("trial_*/config.json"))
     assert not any((project.output_dir / "tiny" / "trials" / "hpo_tiny").iterdir())
     with caplog.at_level(logging.INFO):
         again = _sweep(project)

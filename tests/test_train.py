@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hpo_helpers.backbones import load_backbone
-from hpo_helpers.checkpoints import MARKER, latest_checkpoint
+from hpo_helpers.checkpoints import MARKER, latest_checkpoint, resume_checkpoint
 from hpo_helpers.config import load_data_config, load_train_config
 from hpo_helpers.data import load_dataset
 from hpo_helpers.encoding import encode_documents
@@ -93,7 +93,8 @@ def test_incomplete_checkpoint_is_set_aside_and_previous_used(setup, tmp_path) -
     broken = tmp_path / f"checkpoint-{first.global_step + 3}"
     shutil.copytree(good, broken)
     (broken / MARKER).unlink()
-    assert latest_checkpoint(tmp_path) == good
+    assert latest_checkpoint(tmp_path) == good and broken.exists()  # a getter moves nothing
+    assert resume_checkpoint(tmp_path) == good  # the explicit step sets it aside
     assert not broken.exists()
     assert any(p.name.startswith(f"{tmp_path.name}-{broken.name}.incomplete-")
                for p in tmp_path.parent.iterdir())

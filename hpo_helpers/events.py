@@ -1,0 +1,52 @@
+"""What a sweep tells its front end: :class:`SweepEvents` hooks and the :class:`SweepOutcome`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .paths import StudyPaths
+
+__all__ = ["SweepEvents", "SweepOutcome"]
+
+
+@dataclass
+class SweepOutcome:
+    """What a call of the sweep did; ``study`` is the (possibly resumed) Optuna study."""
+
+    study: optuna.Study
+    study_name: str
+    paths: StudyPaths | None
+    resumed: bool
+    trials_run: int = 0
+    interrupted: bool = False
+    stop_reason: str = ""
+    recovered: list[int] = field(default_factory=list)
+    checkpoint_path: str | None = None  # durable study file, or the masked storage URL
+    bytes_kept: dict[str, int] = field(default_factory=dict)
+
+
+class SweepEvents:
+    """Hooks for a front end (the notebook panel); every default does nothing.
+
+    Called from the thread that runs the sweep; implementations must be quick.
+    """
+
+    def sweep_started(self, outcome: SweepOutcome, n_complete: int, max_trials: int) -> None:
+        """The study is open; ``outcome.recovered`` lists trials found interrupted."""
+
+    def trial_started(self, number: int, params: dict[str, Any], retry_of: int | None) -> None:
+        """A trial begins (``retry_of``: the interrupted attempt it continues)."""
+
+    def step(self, done: int, total: int) -> None:
+        """An optimizer step of the current trial finished."""
+
+    def trial_finished(self, number: int, state: str, value: float | None, n_complete: int,
+                       best_value: float | None) -> None:
+        """A trial ended: COMPLETE, PRUNED, FAIL or INTERRUPTED."""
+
+    def sweep_finished(self, outcome: SweepOutcome) -> None:
+        """The sweep returned (also after an interrupt or an error)."""

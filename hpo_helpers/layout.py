@@ -1,0 +1,191 @@
+"""The on-disk layout of a study: the one place that names its folders and files.
+
+:func:`~hpo_helpers.paths.resolve` gives the study's two roots (durable and working, see
+``paths``); a :class:`StudyLayout` adds every path below them. Nothing else in the package joins
+``"trials"``, ``"models"`` or ``"best-model"`` to a path (a test greps for it)::
+
+    <durable>/<storage_path>                      study.db (+ .lock), the durable copy
+    <working>/<storage_path>                      the live SQLite file (local disk)
+    <working>/trials/<study>/trial_<root>/        epoch checkpoints (checkpoint-<step>/)
+                            .../fold_<f>/         the same per fold with k_folds
+                            .../best-model/       the trial's (fold's) best model so far
+    <durable>/trials/<study>/...                  the mirror of the above (Colab: Drive)
+    <durable>/models/<study>-<created>/trial_<n>/ kept best models of the top-k trials
+    <durable>/.backbones/<backbone>-<dataset>/    the tiny tokenizer cache
+    <shared_checkpoint_dir>/<study>/{trials,models}/  the same for a shared study
+
+``<root>`` is the first attempt of a retry chain. Kept models live in a study-unique folder
+(``<created>`` is the study's creation time), so a reset or archived study never collides with
+a new one; a study made before this layout keeps its ``models/<study>`` folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .names import backbone_path_name, check_name
+
+__all__ = [
+    "BACKBONE_CACHE",
+    "BEST_MODEL",
+    "COLAB_LOCAL_ROOT",
+    "DRIVE_MOUNT",
+    "DRIVE_MOUNTPOINT",
+    "DRIVE_ROOT",
+    "FOLD_RESULT",
+    "KAGGLE_ROOT",
+    "MLFLOW_DB",
+    "StudyLayout",
+    "backbone_cache",
+    "checkpoint_name",
+    "checkpoint_step",
+    "default_study_name",
+    "is_study_file",
+    "trial_root_of",
+]
+
+# Runtime roots, relative to the runtime's file-system root (tests use a tmp folder).
+DRIVE_MOUNTPOINT = ("content", "drive")  # where drive.mount() puts Google Drive
+DRIVE_MOUNT = (*DRIVE_MOUNTPOINT, "MyDrive")  # a folder only while Drive is mounted
+DRIVE_ROOT = (*DRIVE_MOUNT, "resume-ner-checkpoints")
+COLAB_LOCAL_ROOT = ("content", "resume-ner")
+KAGGLE_ROOT = ("kaggle", "working", "resume-ner")
+HPO_DIR = ("outputs", "hpo")
+MLFLOW_DB = ("mlruns", "mlflow.db")
+
+TRIALS = "trials"
+MODELS = "models"
+BEST_MODEL = "best-model"
+BACKBONE_CACHE = ".backbones"
+FOLD_RESULT = "fold_result.json"
+_TRIAL = re.compile(r"^trial_(\d+)$")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint written after ``step`` optimizer steps."""
+    return f"checkpoint-{step}"
+
+
+def checkpoint_step(path: Path | None) -> int:
+    """The step of a ``checkpoint-<step>`` folder, or -1 for anything else."""
+    m = _CHECKPOINT.match(path.name) if path is not None else None
+    return int(m.group(1)) if m else -1
+
+
+def trial_root_of(folder: Path) -> int | None:
+    """The retry-chain root of a ``trial_<root>`` folder, or None for anything else."""
+    m = _TRIAL.match(folder.name)
+    return int(m.group(1)) if m else None
+
+
+def is_study_file(path: Path) -> bool:
+    """False for files inside checkpoint folders (``trials/``), which hold no study."""
+    return TRIALS not in path.parts
+
+
+def default_study_name(backbone: str, study_name: str | None = None) -> str:
+    """``study_name`` when set, else ``hpo_<backbone>`` (backbone in its path-safe form)."""
+    if study_name:
+        return check_name(study_name, key="study_name",
+                          fix="use letters, digits, '_', '-' or '.', e.g. 'hpo_minilm_v2'")
+    return f"hpo_{backbone_path_name(backbone)}"
+
+
+def backbone_cache(base: Path, backbone: str, dataset_fingerprint: str) -> Path:
+    """Folder of the tokenizer trained for ``backbone`` on one dataset (``tiny``)."""
+    return base / BACKBONE_CACHE / f"{backbone_path_name(backbone)}-{dataset_fingerprint}"
+
+
+def _stamp(created_at: str | None) -> str | None:
+    digits = re.sub(r"\D", "", created_at or "")
+    return f"{digits[:8]}-{digits[8:14]}" if len(digits) >= 14 else None
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """Every folder of one study. Build it once per call with :meth:`for_study`.
+
+    ``trials_root`` (working disk) holds the checkpoints, ``mirror_root`` (durable) their
+    mirror, ``models_root`` (durable) the kept best models. All are None for an in-memory study.
+    """
+
+    study_name: str
+    trials_root: Path | None = None
+    mirror_root: Path | None = None
+    models_root: Path | None = None
+
+    @classmethod
+    def for_study(cls, study_name: str, *, working_dir: Path | None = None,
+                  durable_dir: Path | None = None, created_at: str | None = None,
+                  shared_dir: Path | str | None = None) -> StudyLayout:
+        """The layout of ``study_name`` whose database lives in ``working_dir`` (local disk)
+        and ``durable_dir``; ``shared_dir`` (a shared study's ``shared_checkpoint_dir``)
+        replaces both for checkpoints and models. ``created_at`` is the study's attr."""
+        check_name(study_name, key="study_name", fix="use letters, digits, '_', '-' or '.'")
+        if shared_dir is not None:
+            root = Path(shared_dir) / study_name
+            return cls(study_name, root / TRIALS, None, root / MODELS)
+        if working_dir is None or durable_dir is None:
+            return cls(study_name)
+        models = durable_dir / MODELS
+        legacy = models / study_name  # made before kept models had study-unique folders
+        stamp = _stamp(created_at)
+        unique = models / f"{study_name}-{stamp}" if stamp else legacy
+        return cls(study_name, working_dir / TRIALS / study_name,
+                   durable_dir / TRIALS / study_name,
+                   legacy if legacy.is_dir() else unique)
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.trials_root is not None
+
+    def trial_dir(self, root: int) -> Path | None:
+        """Checkpoint folder of the retry chain that started with trial ``root``."""
+        return None if self.trials_root is None else self.trials_root / f"trial_{root}"
+
+    @staticmethod
+    def fold_dir(trial_dir: Path, fold: int, n_folds: int) -> Path:
+        """Checkpoint folder of one fold (the trial folder itself without k-fold)."""
+        return trial_dir if n_folds <= 1 else trial_dir / f"fold_{fold}"
+
+    @staticmethod
+    def fold_result(fold_dir: Path) -> Path:
+        """File recording a finished fold's score, so a retry skips that fold."""
+        return fold_dir / FOLD_RESULT
+
+    @staticmethod
+    def best_model_dir(checkpoint_dir: Path) -> Path:
+        """Where ``fit`` keeps the best model so far of a trial (or fold)."""
+        return checkpoint_dir / BEST_MODEL
+
+    def kept_model_dir(self, number: int) -> Path | None:
+        """Where the best model of trial ``number`` is kept when it is among the top k."""
+        return None if self.models_root is None else self.models_root / f"trial_{number}"
+
+    def mirror_of(self, local: Path) -> Path:
+        """The durable counterpart of a folder under ``trials_root``."""
+        if self.trials_root is None or self.mirror_root is None:
+            raise ValueError(f"{self.study_name} has no mirror")
+        return self.mirror_root / local.relative_to(self.trials_root)
+
+    def kept_model_numbers(self) -> set[int]:
+        """Trial numbers whose best model is kept now."""
+        if self.models_root is None or not self.models_root.is_dir():
+            return set()
+        return {n for p in self.models_root.iterdir() if (n := trial_root_of(p)) is not None}
+
+    def study_models_folders(self) -> list[Path]:
+        """Every kept-models folder of this study name (``<study>`` and ``<study>-<created>``),
+        archived ones excepted."""
+        if self.models_root is None or not self.models_root.parent.is_dir():
+            return []
+        pattern = re.compile(rf"^{re.escape(self.study_name)}(-\d{{8}}-\d{{6}})?$")
+        return sorted(p for p in self.models_root.parent.iterdir() if pattern.match(p.name))
+
+    def archived_folders(self) -> list[Path]:
+        """The folders that "Start fresh" sets aside with the database."""
+        return [p for p in (self.trials_root, self.mirror_root, self.models_root)
+                if p is not None]

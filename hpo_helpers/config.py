@@ -154,6 +154,7 @@ class TrainConfig:
     compile: str | bool = field(default="auto", metadata=_rule(choices=("auto", True, False,
                                                                          "on", "off")))
     oom_retry: bool = False
+    devices: str = "auto"  # concurrent trial workers: auto, "0,1", "cpu,cpu" (issue 13)
 
 
 @dataclass(frozen=True)

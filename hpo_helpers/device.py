@@ -23,8 +23,11 @@ the fp16 path and its checkpointed scaler state are tested without a GPU).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,8 @@ __all__ = [
     "describe",
     "free_memory",
     "policy_for",
+    "using",
+    "worker_devices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,11 +173,66 @@ def describe(device: Any) -> DeviceCapability:
     return DeviceCapability(device.type, cpu_bf16=device.type == "cpu" and _cpu_has_bf16())
 
 
+_worker = threading.local()  # the device of this thread's sweep worker (see :func:`using`)
+
+
 def default_device() -> Any:
-    """The device trials train on: the first CUDA GPU, else the CPU."""
+    """The device trials train on: this worker's (:func:`using`), else the first CUDA GPU,
+    else the CPU."""
     import torch
 
+    chosen = getattr(_worker, "device", None)
+    if chosen is not None:
+        return chosen
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def using(device: Any) -> Iterator[None]:
+    """Make ``device`` (None: the default) this thread's :func:`default_device`."""
+    old = getattr(_worker, "device", None)
+    _worker.device = device
+    try:
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)  # caches and streams of this worker's GPU
+        yield
+    finally:
+        _worker.device = old
+
+
+def worker_devices(spec: str, source: Path | str = "train.yaml") -> list[Any]:
+    """The devices of a sweep's concurrent trial workers (issue 13), from ``devices``.
+
+    ``auto``: one worker per CUDA GPU when there are several, else one on the default device
+    (``[None]``). ``0,1``: CUDA GPUs 0 and 1. ``cpu,cpu``: two CPU workers (tests). Entries may
+    also be ``cuda:N``. Refused with a :class:`~hpo_helpers.errors.ConfigError` when a GPU is not
+    there or an entry is not understood.
+    """
+    import torch
+
+    from .errors import ConfigError
+
+    spec = str(spec).strip()
+    if spec == "auto":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [torch.device("cuda", i) for i in range(n)] if n > 1 else [None]
+    devices = []
+    for part in (p.strip() for p in spec.split(",")):
+        index = part.removeprefix("cuda:")
+        if part == "cpu":
+            devices.append(torch.device("cpu"))
+        elif index.isdigit() and int(index) < (torch.cuda.device_count()
+                                               if torch.cuda.is_available() else 0):
+            devices.append(torch.device("cuda", int(index)))
+        else:
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise ConfigError(
+                f"{source}: key 'devices' = {spec!r}: {part!r} is not a device here ({n} CUDA "
+                f"GPU{'s' if n != 1 else ''}). Fix: use auto, GPU numbers below {n} "
+                "(e.g. 0,1), or cpu entries (e.g. cpu,cpu).")
+    return devices
 
 
 def policy_for(cfg: Any, device: Any = None) -> DevicePolicy:

@@ -11,6 +11,7 @@ __all__ = [
     "ATTEMPT",
     "BEST_EPOCH",
     "CREATED_AT",
+    "DEVICE",
     "ERROR",
     "FINGERPRINT",
     "FOLD_F1",
@@ -53,6 +54,7 @@ VAL_PER_ENTITY_F1 = "val_per_entity_f1"
 VAL_PRECISION = "val_precision"
 VAL_RECALL = "val_recall"
 WORKER = "worker"
+DEVICE = "device"  # the device of a trial run beside others (devices: issue 13)
 MLFLOW_RUN_ID = "mlflow_run_id"
 
 

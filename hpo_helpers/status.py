@@ -41,12 +41,14 @@ def _empty(cfg: Configs, name: str, backbone: str, enabled: bool) -> dict[str, A
     return {"study_name": name, "backbone": backbone, "checkpoint_enabled": enabled,
             "checkpoint_path": None, "exists": False, "max_trials": cfg.hpo.max_trials,
             "n_trials": 0, "n_complete": 0, "n_running": 0, "n_failed": 0, "n_pruned": 0,
-            "n_waiting": 0, "n_interrupted": 0, "n_oom": 0, "best_value": None, "best_params": None,
-            "best_trial": None}
+            "n_waiting": 0, "n_interrupted": 0, "n_oom": 0, "running": [], "best_value": None,
+            "best_params": None, "best_trial": None}
 
 
 def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
-    from .schema import OOM
+    from optuna.trial import TrialState
+
+    from .schema import DEVICE, OOM, RETRY_OF
     from .study import count_states, interrupted_numbers
 
     counts = count_states(study)
@@ -54,7 +56,12 @@ def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
     out.update(exists=True, n_trials=len(trials), n_complete=counts["COMPLETE"],
                n_running=counts["RUNNING"], n_failed=counts["FAIL"], n_pruned=counts["PRUNED"],
                n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(trials)),
-               n_oom=sum(1 for t in trials if t.user_attrs.get(OOM)))
+               n_oom=sum(1 for t in trials if t.user_attrs.get(OOM)),
+               running=[{"trial": t.number, "device": t.user_attrs.get(DEVICE),
+                         "retry_of": t.user_attrs.get(RETRY_OF),
+                         "started": t.datetime_start.isoformat() if t.datetime_start else None}
+                        for t in study.get_trials(deepcopy=False,
+                                                  states=(TrialState.RUNNING,))])
     if counts["COMPLETE"]:
         best = study.best_trial
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)

@@ -27,24 +27,34 @@ from . import faults
 from .backbones import load_backbone
 from .config import Configs, load_configs
 from .data import load_dataset
-from .device import policy_for
-from .distributed import fail_stale_trials
+from .device import default_device, policy_for, worker_devices
 from .errors import ConfigError, SweepFailedError, TrialOutOfMemoryError
 from .events import SweepEvents, SweepOutcome
-from .housekeeping import disk_usage, free_memory, keep_top_k, reconcile, snapshot_all
+from .housekeeping import disk_usage, keep_top_k, reconcile, snapshot_all
 from .layout import StudyLayout, backbone_cache
 from .mirror import CheckpointMirror
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
 from .paths import StudyPaths, resolve
 from .redaction import mask
 from .runtime import Runtime, detect
-from .schema import ATTEMPT, CREATED_AT, ERROR, INTERRUPTED, OOM, RETRY_OF, SESSIONS, retry_root
+from .schema import (
+    ATTEMPT,
+    CREATED_AT,
+    DEVICE,
+    ERROR,
+    INTERRUPTED,
+    OOM,
+    RETRY_OF,
+    SESSIONS,
+    retry_root,
+)
 from .status import status, storage_url_for
 from .stopping import StopRequest as _StopRequest
 from .study import OpenedStudy, count_states, fingerprint, open_shared_study, open_study, requeue
 from .tracking import SweepTracker
 from .train import fit  # looked up per trial: benchmarks and tests replace it here
 from .trial import Prepared, TrialRun, prepare, progress, run_trial, sampler_and_pruner, suggest
+from .workers import Claims, work
 
 if TYPE_CHECKING:
     import optuna
@@ -91,7 +101,8 @@ class _Sweep:
     def __init__(self, cfg: Configs, opened: OpenedStudy, prep: Prepared, layout: StudyLayout,
                  stop: _StopRequest, tracker: SweepTracker, events: SweepEvents,
                  stop_after_trial: threading.Event | None, outcome: SweepOutcome,
-                 mirror: CheckpointMirror | None = None) -> None:
+                 mirror: CheckpointMirror | None = None, devices: list[Any] | None = None,
+                 ) -> None:
         self.cfg, self.hpo = cfg, cfg.hpo
         self.opened, self.study, self.shared = opened, opened.study, opened.shared
         self.prep = prep
@@ -104,6 +115,9 @@ class _Sweep:
         self.failures_in_a_row = 0
         self.oom_in_a_row = 0  # out-of-memory trials: not failures, but five in a row stop
         self._waiting_logged = False
+        self.devices = devices or [None]  # one worker per entry (issue 13)
+        self.claims = Claims()
+        self.books = threading.Lock()  # snapshots and clean-up, one worker at a time
 
     def n_complete(self) -> int:
         return count_states(self.study)["COMPLETE"]
@@ -147,44 +161,20 @@ class _Sweep:
             self._waiting_logged = True
         return trial
 
-    def run(self, trial_bar: Any) -> None:
-        while True:
-            if self.shared is not None:
-                fail_stale_trials(self.study)
-            reason = self._why_stop(self.n_complete())
-            if reason is not None:
-                self.outcome.stop_reason = reason
-                return
-            trial = self._claim()
-            if trial is None:
-                self.stop.event.wait(self.shared.poll_s)
-                continue
-            self._waiting_logged = False
-            beat = self.shared.heartbeat(trial, self.hpo.heartbeat_interval) \
-                if self.shared is not None else contextlib.nullcontext()
-            with beat:
-                keep_going, finished_dir = self._run_one(trial, trial_bar)
-            free_memory()
-            # The durable study must record the trial's end before its checkpoints go: a kill
-            # in between then costs nothing (the trial is done) instead of the whole trial.
-            snapshot_all(self.opened.paths, self.tracker.setup)
-            if finished_dir is not None:
-                self._drop_checkpoints(finished_dir)
-                self._report_disk()
-            if not keep_going:
-                return
-
     def _start(self, trial: optuna.Trial, params: dict[str, Any], ckpt_dir: Path | None) -> None:
         logger.info("Trial %d started%s: %s", trial.number,
                     f" (retry of trial {trial.user_attrs[RETRY_OF]})"
                     if RETRY_OF in trial.user_attrs else "", json.dumps(params, sort_keys=True))
         self.outcome.trials_run += 1
+        if len(self.devices) > 1:
+            trial.set_user_attr(DEVICE, str(default_device()))
         self.tracker.trial_started(trial, params)
         self.events.trial_started(trial.number, params, trial.user_attrs.get(RETRY_OF))
         if self.mirror is not None and ckpt_dir is not None:
             # The durable study must know this trial and its params, so that a fresh VM finds
             # it RUNNING, retries it with the same params and continues from the mirror.
-            snapshot_all(self.opened.paths, self.tracker.setup)
+            with self.books:
+                snapshot_all(self.opened.paths, self.tracker.setup)
             self.mirror.pull(ckpt_dir)  # a fresh VM continues from the durable copy
 
     def _run_one(self, trial: optuna.Trial, trial_bar: Any) -> tuple[bool, Path | None]:
@@ -372,7 +362,9 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     backbone_name = backbone or hpo.backbone
     runtime = runtime or detect()
     url = storage_url_for(hpo, storage_url)
-    policy_for(cfg.train)  # refuses precision/compile this device cannot run, before any work
+    devices = worker_devices(cfg.train.devices, cfg.train.source)
+    for device in devices:  # refuses precision/compile a device cannot run, before any work
+        policy_for(cfg.train, device)
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     prep = _prepare_sweep(cfg, backbone_name, dataset_path, local, url)
@@ -386,7 +378,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     events = events or SweepEvents()
     mirror = _mirror_for(hpo, opened, o.layout)
     sweep = _Sweep(cfg, opened, prep, o.layout, stop, tracker, events, stop_after_trial,
-                   outcome, mirror)
+                   outcome, mirror, devices)
     try:
         if opened.paths is not None:
             study.set_user_attr(SESSIONS, int(study.user_attrs.get(SESSIONS, 0)) + 1)
@@ -419,7 +411,7 @@ def _loop(sweep: _Sweep, stop: _StopRequest, outcome: SweepOutcome) -> None:
     sweep.events.sweep_started(outcome, n_complete, max_trials)
     trial_bar = progress(max_trials, min(n_complete, max_trials), "trials")
     with stop.installed(), contextlib.closing(trial_bar):
-        sweep.run(trial_bar)
+        work(sweep, trial_bar)
     if outcome.interrupted:
         outcome.stop_reason = (
             f"Interrupted by {stop.signal_name or 'a stop request'}: state saved. To resume, "

@@ -154,7 +154,7 @@ class _Hooks:
             self.step_bar.total = total
         self.step_bar.n = done
         self.step_bar.refresh()
-        self.events.step(done, total)
+        self.events.trial_step(self.trial.number, done, total)
 
     def on_resume(self, fold: int) -> Callable[[int, int], None]:
         def record(epoch: int, step: int) -> None:

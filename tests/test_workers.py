@@ -116,3 +116,40 @@ def test_two_cpu_workers_sigkilled_mid_trials_resume_both_and_stop_at_max_trials
     # Nothing ran past the budget: 2 interrupted + 2 retries + 1 new trial.
     assert len(after.get_trials()) == 5
     assert "2 trial workers: cpu, cpu" in rerun.stderr
+
+
+def test_two_workers_run_trials_at_once_on_their_devices_and_stop_at_max_trials(
+        project, monkeypatch) -> None:
+    import threading
+    import time
+
+    from optuna.trial import TrialState
+
+    import hpo_helpers.sweep as sweep_mod
+    from hpo_helpers import run_local_hpo_sweep
+    from hpo_helpers.device import default_device
+    from hpo_helpers.train import FitResult
+
+    lock, now, most, seen = threading.Lock(), [0], [0], []
+
+    def fit(**kwargs):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+            seen.append((threading.current_thread().name, str(default_device())))
+        time.sleep(0.4)
+        with lock:
+            now[0] -= 1
+        return FitResult(best_f1=0.5)
+
+    monkeypatch.setattr(sweep_mod, "fit", fit)
+    project.write_hpo(max_trials=3)
+    train = project.config_dir / "train.yaml"
+    train.write_text(train.read_text() + "\ndevices: cpu,cpu\n")
+    study = run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
+                                project.output_dir)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3  # no overshoot
+    assert most[0] == 2  # two trials at once
+    assert {name.split("-")[2] for name, _ in seen} == {"0", "1"}  # hpo-worker-<i>-<device>
+    assert {device for _, device in seen} == {"cpu"}
+    assert {t.user_attrs["device"] for t in study.get_trials()} == {"cpu"}

@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(run)
     _data_args(run)
     run.add_argument("--max-trials", type=int, help="COMPLETE trials to reach (overrides config)")
+    run.add_argument("--devices", help="trials at once, one per device: auto, 0,1 (GPUs) or "
+                     "cpu,cpu (overrides train.yaml's devices)")
     run.add_argument("--mlflow-experiment", help="track the sweep in this MLflow experiment")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: config/mlflow.yaml, "
                      "else a local SQLite store per runtime)")
@@ -139,6 +141,8 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns sweep.Configs
             raise HpoHelpersError(f"--max-trials {args.max_trials} must be >= 1.")
         cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo,
                                                                max_trials=args.max_trials))
+    if getattr(args, "devices", None):
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, devices=args.devices))
     return cfg
 
 
@@ -253,7 +257,8 @@ def _status(args: argparse.Namespace) -> int:
     print(mask(f"study {info['study_name']} at {info['checkpoint_path']}"))
     print(f"  COMPLETE {info['n_complete']}/{info['max_trials']}  RUNNING {info['n_running']}  "
           f"PRUNED {info['n_pruned']}  FAIL {info['n_failed']} (interrupted "
-          f"{info['n_interrupted']})  WAITING {info['n_waiting']}")
+          f"{info['n_interrupted']}, out of memory {info.get('n_oom', 0)})  "
+          f"WAITING {info['n_waiting']}")
     if info["best_value"] is not None:
         print(f"  best F1 {info['best_value']:.4f} (trial {info['best_trial']}): "
               f"{json.dumps(info['best_params'], sort_keys=True)}")
@@ -269,6 +274,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {split}: {d['documents']} documents, {d['entities']} entities"
               + (f", {d['windows']} windows" if "windows" in d else "")
               + (f" (capped: {d['capped']})" if d.get("capped") else ""))
+    for r in info.get("running", []):
+        print(f"  running trial {r['trial']}" + (f" on {r['device']}" if r["device"] else "")
+              + (f" (retry of trial {r['retry_of']})" if r["retry_of"] is not None else ""))
     for w in info.get("workers", []):
         print(f"  worker {w['worker']}: trial {w['trial']}, last heartbeat "
               f"{w['heartbeat_age_s']} s ago")

@@ -164,14 +164,18 @@ class TrainConfig:
     stride: int = field(default=32, metadata=_rule(low=0))
     eval_batch_size: int = field(default=32, metadata=_rule(low=1))
     max_grad_norm: float = field(default=1.0, metadata=_rule(low=0, low_open=True))
-    precision: str = field(default="auto", metadata=_rule(choices=("auto", "fp32", "bf16")))
+    precision: str = field(default="auto", metadata=_rule(choices=("auto", "fp32", "bf16",
+                                                                    "fp16")))
     length_bucketing: bool = True
     pad_to_multiple_of: int = field(default=8, metadata=_rule(low=1, high=128))
     checkpoint_every_steps: int | None = field(default=None, metadata=_rule(low=1))
     checkpoint_every_minutes: float | None = field(default=None, metadata=_rule(low=0,
                                                                                 low_open=True))
     torch_threads: int | None = field(default=None, metadata=_rule(low=1, high=256))
-    compile: str = field(default="auto", metadata=_rule(choices=("auto", "on", "off")))
+    compile: str | bool = field(default="auto", metadata=_rule(choices=("auto", True, False,
+                                                                         "on", "off")))
+    oom_retry: bool = False
+    devices: str = "auto"  # concurrent trial workers: auto, "0,1", "cpu,cpu" (issue 13)
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,8 @@ def _coerce(file: Path, key: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if type(value) in args:  # e.g. compile: true (bool) where str | bool is allowed
+            return value
         return _coerce(file, key, value, args[0])
     if tp is bool:
         if not isinstance(value, bool):

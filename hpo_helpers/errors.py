@@ -11,6 +11,8 @@ catch one type and print its message; the message alone says what, where and how
     │   ├── StudyLockedError      another live process runs this study
     │   └── FingerprintMismatchError  search space / objective / dataset changed
     ├── CheckpointError    a trial checkpoint is unusable
+    ├── DeviceError        a precision/compile setting this hardware cannot run
+    ├── TrialOutOfMemoryError  a trial's batch did not fit in memory (ends the trial only)
     └── SweepFailedError   too many trials failed in a row; the sweep stopped
 """
 
@@ -21,11 +23,13 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DeviceError",
     "FingerprintMismatchError",
     "HpoHelpersError",
     "StudyError",
     "StudyLockedError",
     "SweepFailedError",
+    "TrialOutOfMemoryError",
 ]
 
 
@@ -59,6 +63,21 @@ class FingerprintMismatchError(StudyError):
 
 class CheckpointError(HpoHelpersError):
     """A trial checkpoint is missing pieces or does not belong to the trial."""
+
+
+class DeviceError(HpoHelpersError):
+    """An explicit ``precision`` or ``compile`` setting cannot run on this device."""
+
+
+class TrialOutOfMemoryError(HpoHelpersError):
+    """A trial ran out of (GPU) memory; the message names the batch size.
+
+    The sweep records the trial as FAIL with ``oom=True`` and goes on.
+    """
+
+    def __init__(self, message: str, *, batch_size: int) -> None:
+        super().__init__(message)
+        self.batch_size = batch_size
 
 
 class SweepFailedError(HpoHelpersError):

@@ -34,7 +34,9 @@ class SweepOutcome:
 class SweepEvents:
     """Hooks for a front end (the notebook panel); every default does nothing.
 
-    Called from the thread that runs the sweep; implementations must be quick.
+    Called from the sweep's worker threads (one per device with ``devices``: several trials
+    may run at once, so per-trial hooks carry the trial number); implementations must be quick
+    and thread-safe.
     """
 
     def sweep_started(self, outcome: SweepOutcome, n_complete: int, max_trials: int) -> None:
@@ -44,7 +46,12 @@ class SweepEvents:
         """A trial begins (``retry_of``: the interrupted attempt it continues)."""
 
     def step(self, done: int, total: int) -> None:
-        """An optimizer step of the current trial finished."""
+        """An optimizer step of the current trial finished (one trial at a time)."""
+
+    def trial_step(self, number: int, done: int, total: int) -> None:
+        """Trial ``number`` reached step ``done`` of ``total`` (at most 10 calls a second per
+        trial): one progress row per running trial. The default forwards to :meth:`step`."""
+        self.step(done, total)
 
     def trial_finished(self, number: int, state: str, value: float | None, n_complete: int,
                        best_value: float | None) -> None:

@@ -17,15 +17,16 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .schema import INTERRUPTED, RETRY_OF, RETRY_ROOT
+from .schema import INTERRUPTED, OOM, RETRY_OF, RETRY_ROOT
 
 if TYPE_CHECKING:
     import optuna
     import sqlalchemy
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["best_trial", "chain_numbers", "interrupted_numbers", "recent_durations", "state_counts",
-           "top_complete", "trial_by_number", "trial_numbers", "trials_in"]
+__all__ = ["best_trial", "chain_numbers", "interrupted_numbers", "oom_numbers",
+           "recent_durations", "state_counts", "top_complete", "trial_by_number",
+           "trial_numbers", "trials_in"]
 
 
 def _backend(study: optuna.Study) -> Any:
@@ -120,6 +121,11 @@ def interrupted_numbers(study: optuna.Study) -> set[int]:
     pairs = _attrs(study, (INTERRUPTED, RETRY_OF))
     return ({n for n, k, v in pairs if k == INTERRUPTED and v}
             | {int(v) for _, k, v in pairs if k == RETRY_OF})
+
+
+def oom_numbers(study: optuna.Study) -> set[int]:
+    """Trials that ended out of memory (issue 13)."""
+    return {n for n, _, v in _attrs(study, (OOM,)) if v}
 
 
 def chain_numbers(study: optuna.Study) -> set[int]:

@@ -12,6 +12,7 @@ __all__ = [
     "BEST_EPOCH",
     "CREATED_AT",
     "DATA",
+    "DEVICE",
     "ERROR",
     "FINGERPRINT",
     "FOLD_F1",
@@ -20,6 +21,7 @@ __all__ = [
     "INTERRUPTED",
     "MLFLOW_PARENT_RUN_ID",
     "MLFLOW_RUN_ID",
+    "OOM",
     "REFIT",
     "RESUMED_FROM_EPOCH",
     "RESUMED_FROM_FOLD",
@@ -57,6 +59,7 @@ RESUMED_FROM_STEP = "resumed_from_step"
 RESUMED_FROM_FOLD = "resumed_from_fold"  # k-fold: the fold the retry continued
 # Trial attributes: results and bookkeeping
 ERROR = "error"
+OOM = "oom"  # the trial ran out of device memory (issue 13)
 BEST_EPOCH = "best_epoch"
 FOLD_F1 = "fold_f1"  # k-fold: best F1 of each finished fold, in fold order
 FOLD_F1_MEAN = "fold_f1_mean"  # k-fold: their mean (the trial's value)
@@ -65,6 +68,7 @@ VAL_PER_ENTITY_F1 = "val_per_entity_f1"
 VAL_PRECISION = "val_precision"
 VAL_RECALL = "val_recall"
 WORKER = "worker"
+DEVICE = "device"  # the device of a trial run beside others (devices: issue 13)
 MLFLOW_RUN_ID = "mlflow_run_id"
 
 

@@ -43,17 +43,25 @@ def _empty(cfg: Configs, name: str, backbone: str, enabled: bool) -> dict[str, A
     return {"study_name": name, "backbone": backbone, "checkpoint_enabled": enabled,
             "checkpoint_path": None, "exists": False, "max_trials": cfg.hpo.max_trials,
             "n_trials": 0, "n_complete": 0, "n_running": 0, "n_failed": 0, "n_pruned": 0,
-            "n_waiting": 0, "n_interrupted": 0, "best_value": None, "best_params": None,
-            "best_trial": None}
+            "n_waiting": 0, "n_interrupted": 0, "n_oom": 0, "running": [], "best_value": None,
+            "best_params": None, "best_trial": None}
 
 
 def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
-    from .queries import best_trial, interrupted_numbers, state_counts
+    from optuna.trial import TrialState
+
+    from .queries import best_trial, interrupted_numbers, oom_numbers, state_counts, trials_in
+    from .schema import DEVICE, RETRY_OF
 
     counts = state_counts(study)  # targeted reads: never every trial (see queries)
     out.update(exists=True, n_trials=sum(counts.values()), n_complete=counts["COMPLETE"],
                n_running=counts["RUNNING"], n_failed=counts["FAIL"], n_pruned=counts["PRUNED"],
-               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(study)))
+               n_waiting=counts["WAITING"], n_interrupted=len(interrupted_numbers(study)),
+               n_oom=len(oom_numbers(study)),
+               running=[{"trial": t.number, "device": t.user_attrs.get(DEVICE),
+                         "retry_of": t.user_attrs.get(RETRY_OF),
+                         "started": t.datetime_start.isoformat() if t.datetime_start else None}
+                        for t in trials_in(study, (TrialState.RUNNING,))])
     best = best_trial(study) if counts["COMPLETE"] else None
     if best is not None:
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number)

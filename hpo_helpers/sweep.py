@@ -27,12 +27,12 @@ from . import faults
 from .backbones import load_backbone
 from .config import Configs, load_configs
 from .data import load_data
-from .distributed import fail_stale_trials
+from .device import default_device, policy_for, worker_devices
 from .durable import DurableWrites, set_aside
-from .errors import CheckpointError, SweepFailedError
+from .errors import CheckpointError, SweepFailedError, TrialOutOfMemoryError
 from .evaluate import after_sweep, record_data
 from .events import SweepEvents, SweepOutcome
-from .housekeeping import disk_usage, free_memory, keep_top_k, reconcile, snapshot_all
+from .housekeeping import disk_usage, keep_top_k, reconcile, snapshot_all
 from .layout import StudyLayout, backbone_cache, seed_study_files
 from .mirror import CheckpointMirror
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
@@ -40,7 +40,17 @@ from .paths import StudyPaths, resolve
 from .queries import best_trial, recent_durations
 from .redaction import mask
 from .runtime import Runtime, detect
-from .schema import ATTEMPT, CREATED_AT, ERROR, INTERRUPTED, RETRY_OF, SESSIONS, retry_root
+from .schema import (
+    ATTEMPT,
+    CREATED_AT,
+    DEVICE,
+    ERROR,
+    INTERRUPTED,
+    OOM,
+    RETRY_OF,
+    SESSIONS,
+    retry_root,
+)
 from .snapshot import adopt
 from .status import status, storage_url_for
 from .stopping import StopRequest as _StopRequest
@@ -48,6 +58,7 @@ from .study import OpenedStudy, count_states, fingerprint, open_shared_study, op
 from .tracking import SweepTracker
 from .train import fit  # looked up per trial: benchmarks and tests replace it here
 from .trial import Prepared, TrialRun, prepare, progress, run_trial, sampler_and_pruner, suggest
+from .workers import Claims, work
 
 if TYPE_CHECKING:
     import optuna
@@ -56,6 +67,8 @@ __all__ = ["Configs", "SweepEvents", "SweepOutcome", "load_configs", "load_data"
            "run_local_hpo_sweep", "run_sweep", "status", "storage_url_for"]
 
 logger = logging.getLogger(__name__)
+
+OOM_TRIALS_IN_A_ROW_STOP = 5
 
 
 def _estimate_trial_seconds(study: optuna.Study) -> float | None:
@@ -77,7 +90,8 @@ class _Sweep:
                  stop: _StopRequest, tracker: SweepTracker, events: SweepEvents,
                  stop_after_trial: threading.Event | None, outcome: SweepOutcome,
                  mirror: CheckpointMirror | None = None,
-                 writes: DurableWrites | None = None) -> None:
+                 writes: DurableWrites | None = None, devices: list[Any] | None = None,
+                 ) -> None:
         self.cfg, self.hpo = cfg, cfg.hpo
         self.writes = writes or DurableWrites()
         self.opened, self.study, self.shared = opened, opened.study, opened.shared
@@ -89,7 +103,11 @@ class _Sweep:
         self.mirror = mirror
         self.session_start = time.monotonic()
         self.failures_in_a_row = 0
+        self.oom_in_a_row = 0  # out-of-memory trials: not failures, but five in a row stop
         self._waiting_logged = False
+        self.devices = devices or [None]  # one worker per entry (issue 13)
+        self.claims = Claims()
+        self.books = threading.Lock()  # snapshots and clean-up, one worker at a time
 
     def n_complete(self) -> int:
         return count_states(self.study)["COMPLETE"]
@@ -133,45 +151,20 @@ class _Sweep:
             self._waiting_logged = True
         return trial
 
-    def run(self, trial_bar: Any) -> None:
-        while True:
-            if self.shared is not None:
-                fail_stale_trials(self.study)
-            reason = self._why_stop(self.n_complete())
-            if reason is not None:
-                self.outcome.stop_reason = reason
-                return
-            trial = self._claim()
-            if trial is None:
-                self.stop.event.wait(self.shared.poll_s)
-                continue
-            self._waiting_logged = False
-            beat = self.shared.heartbeat(trial, self.hpo.heartbeat_interval) \
-                if self.shared is not None else contextlib.nullcontext()
-            with beat:
-                keep_going, finished_dir = self._run_one(trial, trial_bar)
-            free_memory()
-            # The durable study must record the trial's end before its checkpoints go: a kill
-            # in between then costs nothing (the trial is done) instead of the whole trial.
-            snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
-            self.writes.retry()  # kept models that waited on local disk
-            if finished_dir is not None:
-                self._drop_checkpoints(finished_dir)
-                self._report_disk()
-            if not keep_going:
-                return
-
     def _start(self, trial: optuna.Trial, params: dict[str, Any], ckpt_dir: Path | None) -> None:
         logger.info("Trial %d started%s: %s", trial.number,
                     f" (retry of trial {trial.user_attrs[RETRY_OF]})"
                     if RETRY_OF in trial.user_attrs else "", json.dumps(params, sort_keys=True))
         self.outcome.trials_run += 1
+        if len(self.devices) > 1:
+            trial.set_user_attr(DEVICE, str(default_device()))
         self.tracker.trial_started(trial, params)
         self.events.trial_started(trial.number, params, trial.user_attrs.get(RETRY_OF))
         if self.mirror is not None and ckpt_dir is not None:
             # The durable study must know this trial and its params, so that a fresh VM finds
             # it RUNNING, retries it with the same params and continues from the mirror.
-            snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
+            with self.books:
+                snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
             self.mirror.pull(ckpt_dir)  # a fresh VM continues from the durable copy
 
     def _run_one(self, trial: optuna.Trial, trial_bar: Any) -> tuple[bool, Path | None]:
@@ -196,7 +189,7 @@ class _Sweep:
             study.tell(trial, state=TrialState.PRUNED)
             self._record(trial, "PRUNED", None)
             logger.info("Trial %d pruned: %s", trial.number, exc)
-            self.failures_in_a_row = 0
+            self.failures_in_a_row = self.oom_in_a_row = 0
             return True, ckpt_dir
         except Exception as exc:  # noqa: BLE001 - one bad trial must not end the sweep
             # a failed trial is not retried: free its disk (a damaged folder is kept aside)
@@ -204,7 +197,7 @@ class _Sweep:
         if run.result.interrupted:
             self._interrupted(trial, run, ckpt_dir)
             return False, None
-        self.failures_in_a_row = 0
+        self.failures_in_a_row = self.oom_in_a_row = 0
         study.tell(trial, run.value)
         faults.point("db_commit")
         self._record(trial, "COMPLETE", run.value)
@@ -226,11 +219,25 @@ class _Sweep:
             logger.error("Trial %d's checkpoint folder is damaged: set aside as %s",
                          trial.number, moved)
             ckpt_dir = None
-        last_error = f"{type(exc).__name__}: {exc}"
+        oom = isinstance(exc, TrialOutOfMemoryError)  # issue 13: FAIL with oom=True
+        last_error = str(exc) if oom else f"{type(exc).__name__}: {exc}"
         trial.set_user_attr(ERROR, mask(last_error)[:1000])  # no secret in the study
+        if oom:
+            trial.set_user_attr(OOM, True)
         self.study.tell(trial, state=TrialState.FAIL)
         self._record(trial, "FAIL", None)
+        if oom:  # not counted toward max_failed_trials, but five in a row stop the sweep
+            self.oom_in_a_row += 1
+            logger.error("Trial %d failed: %s", trial.number, exc)
+            if self.oom_in_a_row >= OOM_TRIALS_IN_A_ROW_STOP:
+                raise SweepFailedError(
+                    f"{self.oom_in_a_row} trials in a row ran out of memory (last: {exc}). "
+                    "Finished trials are kept. Fix: lower the batch_size choices in the search "
+                    "space (or max_length in train.yaml), or set oom_retry: true in train.yaml, "
+                    "then re-run to continue.") from exc
+            return
         self.failures_in_a_row += 1
+        self.oom_in_a_row = 0
         logger.exception("Trial %d failed (%d in a row)", trial.number, self.failures_in_a_row)
         if self.failures_in_a_row >= self.hpo.max_failed_trials:
             self._drop_checkpoints(ckpt_dir)
@@ -376,6 +383,9 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     backbone_name = backbone or hpo.backbone
     runtime = runtime or detect()
     url = storage_url_for(hpo, storage_url)
+    devices = worker_devices(cfg.train.devices, cfg.train.source)
+    for device in devices:  # refuses precision/compile a device cannot run, before any work
+        policy_for(cfg.train, device)
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     if local is not None and not url and output_dir is None:
@@ -393,7 +403,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
         opened.paths.durable_dir if opened.paths and opened.paths.snapshots_needed else None)
     mirror = _mirror_for(hpo, opened, o.layout, writes)
     sweep = _Sweep(cfg, opened, prep, o.layout, stop, tracker, events, stop_after_trial,
-                   outcome, mirror, writes)
+                   outcome, mirror, writes, devices)
     try:
         if opened.paths is not None:
             study.set_user_attr(SESSIONS, int(study.user_attrs.get(SESSIONS, 0)) + 1)
@@ -433,7 +443,7 @@ def _loop(sweep: _Sweep, stop: _StopRequest, outcome: SweepOutcome, backbone: st
     # Log lines go through tqdm.write, above the bars, instead of overwriting them (#14).
     with stop.installed(), contextlib.closing(trial_bar), \
             logging_redirect_tqdm(tqdm_class=type(trial_bar)):
-        sweep.run(trial_bar)
+        work(sweep, trial_bar)
     after_sweep(sweep, backbone)
     if outcome.interrupted:
         outcome.stop_reason = (

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,7 @@ class _Hooks:
     done: list[float]  # best score of the folds finished so far
     metric: str = "f1"  # objective.metric: f1 or macro_f1
     resumed: bool = False
+    drawn: float = 0.0  # when on_step last redrew
 
     def on_epoch(self, fold: int) -> Callable[[int, dict[str, Any]], None]:
         import optuna
@@ -157,11 +159,16 @@ class _Hooks:
         return report
 
     def on_step(self, done: int, total: int) -> None:
+        # Cheap per step (#13): the bar and the panel redraw at most 10 times a second.
+        now = time.monotonic()
+        if done < total and now - self.drawn < 0.1:
+            return
+        self.drawn = now
         if self.step_bar.total != total:
             self.step_bar.total = total
         self.step_bar.n = done
         self.step_bar.refresh()
-        self.events.step(done, total)
+        self.events.trial_step(self.trial.number, done, total)
 
     def on_resume(self, fold: int) -> Callable[[int, int], None]:
         def record(epoch: int, step: int) -> None:

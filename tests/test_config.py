@@ -132,7 +132,7 @@ def test_configs_are_frozen() -> None:
 
 @pytest.mark.parametrize("raw,pattern", [
     ({"stride": 64, "max_length": 64}, r"'stride' = 64 must be below half of max_length"),
-    ({"precision": "fp16"}, r"'precision' = 'fp16' is not one of"),
+    ({"precision": "fp8"}, r"'precision' = 'fp8' is not one of"),
     ({"max_length": 8}, r"'max_length' = 8 is out of range"),
     ({"eval_batch": 8}, r"unknown key\(s\) eval_batch"),
 ])

@@ -123,3 +123,290 @@ def test_dropout_param_reaches_the_model(setup, name) -> None:
     ps = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert ps.count(0.27) >= 3, ps  # embeddings, every layer's hidden output, the classifier
     assert model.dropout.p == 0.27
+
+
+# ----------------------------------------------------------------------------------------------
+# Device policy, fp16 with a gradient scaler, compile fallback, out of memory (issue 13)
+
+
+def _cfg(setup, **kw):
+    import dataclasses
+
+    return dataclasses.replace(setup["cfg"], **kw)
+
+
+def _fit_cfg(setup, ckpt, cfg, params=PARAMS, **kw):
+    return fit(backbone=setup["bb"], labels=setup["ds"].labels, train_windows=setup["tw"],
+               eval_docs=setup["ds"].validation, eval_windows=setup["ew"], params=params,
+               cfg=cfg, seed=11, checkpoint_dir=ckpt, **kw)
+
+
+def _spy_models(monkeypatch, bb, *, oom_above: int | None = None, oom_in_eval: bool = False):
+    """Wrap ``bb.build_model``: record each model's linear output dtypes and, optionally,
+    raise torch's out-of-memory error for training batches of more than ``oom_above`` rows
+    (or in evaluation), as a GPU would."""
+    import weakref
+
+    import torch
+
+    built = {"dtypes": set(), "models": [], "rows": []}
+    real_build = bb.build_model
+
+    def build(labels, *, dropout, seed):
+        model = real_build(labels, dropout=dropout, seed=seed)
+        built["models"].append(weakref.ref(model))
+        linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda m, i, out: built["dtypes"].add(out.dtype))
+        real_forward = model.forward
+
+        def forward(*args, **kwargs):
+            rows = kwargs["input_ids"].shape[0]
+            if model.training:
+                built["rows"].append(rows)
+            if (oom_above is not None and model.training and rows > oom_above) or (
+                    oom_in_eval and not model.training):
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB "
+                                             "(injected)")
+            return real_forward(*args, **kwargs)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(bb, "build_model", build)
+    return built
+
+
+@pytest.mark.parametrize("native,dtype", [(True, "bfloat16"), (False, "float32")])
+def test_chosen_policy_is_the_one_fit_uses(setup, monkeypatch, native, dtype) -> None:
+    import torch
+
+    import hpo_helpers.device as device
+
+    monkeypatch.setattr(device, "_cpu_has_bf16", lambda: native)
+    built = _spy_models(monkeypatch, setup["bb"])
+    cfg = _cfg(setup, precision="auto")
+    res = _fit_cfg(setup, None, cfg, params={**PARAMS, "epochs": 1})
+    assert res.policy == device.policy_for(cfg)
+    assert res.policy.precision == ("bf16" if native else "fp32")
+    assert built["dtypes"] == {getattr(torch, dtype)}
+
+
+@pytest.fixture(scope="module")
+def fp16_uninterrupted(setup, tmp_path_factory):
+    import dataclasses
+
+    cfg = dataclasses.replace(setup["cfg"], precision="fp16")
+    return _fit_cfg(setup, tmp_path_factory.mktemp("fp16"), cfg)
+
+
+def test_fp16_trains_with_a_scaler_and_resumes_exactly(setup, fp16_uninterrupted, tmp_path,
+                                                       monkeypatch) -> None:
+    import torch
+
+    from hpo_helpers.checkpoints import TRAINING_FILE
+
+    built = _spy_models(monkeypatch, setup["bb"])
+    cfg = _cfg(setup, precision="fp16")
+    steps: list[int] = []
+    first = _fit_cfg(setup, tmp_path, cfg, on_step=lambda d, t: steps.append(d),
+                     should_stop=lambda: len(steps) >= 7)
+    assert first.interrupted and first.policy.grad_scaler
+    assert built["dtypes"] == {torch.float16}
+    training = torch.load(latest_checkpoint(tmp_path) / TRAINING_FILE, weights_only=True)
+    assert training["scaler"]["scale"] > 0 and "_growth_tracker" in training["scaler"]
+    second = _fit_cfg(setup, tmp_path, cfg)
+    assert second.resumed_from_step == 7
+    _same_run(fp16_uninterrupted, second)
+    assert fp16_uninterrupted.best_f1 >= 0
+
+
+def test_checkpoint_from_main_without_scaler_state_resumes(setup, uninterrupted, tmp_path,
+                                                          caplog) -> None:
+    """Checkpoints of the previous version (no scaler, precision or micro-batch keys) load."""
+    import json
+    import logging
+
+    import torch
+
+    from hpo_helpers.checkpoints import STATE_FILE, TRAINING_FILE
+
+    steps: list[int] = []
+    _fit(setup, tmp_path, on_step=lambda d, t: steps.append(d),
+         should_stop=lambda: len(steps) >= 5)
+    ckpt = latest_checkpoint(tmp_path)
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    for key in ("precision", "micro_batch_size"):
+        del state[key]
+    (ckpt / STATE_FILE).write_text(json.dumps(state))
+    training = torch.load(ckpt / TRAINING_FILE, weights_only=True)
+    assert set(training) == {"optimizer", "scheduler", "rng"}  # as main writes it
+    _same_run(uninterrupted, _fit(setup, tmp_path))
+    # The fp16 path resumes from such a checkpoint too, with a fresh scale (said once).
+    steps.clear()
+    other = tmp_path / "fp16"
+    _fit(setup, other, on_step=lambda d, t: steps.append(d), should_stop=lambda: len(steps) >= 5)
+    with caplog.at_level(logging.WARNING):
+        res = _fit_cfg(setup, other, _cfg(setup, precision="fp16"))
+    assert res.resumed_from_step == 5 and not res.interrupted and len(res.history) == 3
+    assert "has no gradient-scaler state" in caplog.text
+
+
+def test_compile_failure_falls_back_to_eager_once_and_the_trial_completes(
+        setup, uninterrupted, tmp_path, monkeypatch, caplog) -> None:
+    import logging
+
+    import torch
+
+    import hpo_helpers.train as train
+
+    real_compile = torch.compile
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("forced compiler failure")
+
+    monkeypatch.setattr(train, "_compile_broken", False)
+    monkeypatch.setattr(torch, "compile",
+                        lambda model, **kw: real_compile(model, backend=broken_backend, **kw))
+    with caplog.at_level(logging.WARNING):
+        res = _fit_cfg(setup, tmp_path / "a", _cfg(setup, compile=True))
+        again = _fit_cfg(setup, tmp_path / "b", _cfg(setup, compile=True))
+    assert res.policy.compile and not res.interrupted
+    _same_run(uninterrupted, res)  # the failed step was redone eagerly, RNG as it was
+    _same_run(uninterrupted, again)
+    assert caplog.text.count("torch.compile failed") == 1
+    assert "forced compiler failure" in caplog.text
+
+
+def test_compile_that_raises_at_once_falls_back(setup, tmp_path, monkeypatch) -> None:
+    import torch
+
+    import hpo_helpers.train as train
+
+    def no_compiler(model, **kw):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    monkeypatch.setattr(train, "_compile_broken", False)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    res = _fit_cfg(setup, None, _cfg(setup, compile=True), params={**PARAMS, "epochs": 1})
+    assert len(res.history) == 1 and train._compile_broken
+
+
+def test_out_of_memory_ends_the_fit_with_the_batch_size_and_frees_the_model(
+        setup, tmp_path, monkeypatch) -> None:
+    import gc
+
+    from hpo_helpers.errors import TrialOutOfMemoryError
+
+    built = _spy_models(monkeypatch, setup["bb"], oom_above=2)
+    with pytest.raises(TrialOutOfMemoryError, match=r"out of memory in train at batch size 4 "
+                                                    r"on CPU.*Fix: lower the batch_size.*"
+                                                    r"oom_retry: true") as info:
+        _fit(setup, tmp_path)
+    assert info.value.batch_size == 4
+    gc.collect()
+    assert [ref() for ref in built["models"]] == [None]
+
+
+def test_out_of_memory_in_evaluation_names_eval_batch_size(setup, monkeypatch) -> None:
+    from hpo_helpers.errors import TrialOutOfMemoryError
+
+    _spy_models(monkeypatch, setup["bb"], oom_in_eval=True)
+    with pytest.raises(TrialOutOfMemoryError, match=r"in evaluation at eval_batch_size 32"):
+        _fit_cfg(setup, None, _cfg(setup, oom_retry=True))
+
+
+def test_oom_retry_halves_the_batch_with_accumulation(setup, tmp_path, monkeypatch) -> None:
+    built = _spy_models(monkeypatch, setup["bb"], oom_above=2)
+    epochs: list[int] = []
+    res = _fit_cfg(setup, tmp_path, _cfg(setup, oom_retry=True),
+                   on_epoch=lambda e, m: epochs.append(e))
+    assert res.micro_batch_size == 2 and len(res.history) == 3 and not res.interrupted
+    assert max(built["rows"][1:]) <= 2 and epochs == [0, 1, 2]
+    # A resumed trial keeps the split batch instead of running out of memory again.
+    steps: list[int] = []
+    other = tmp_path / "resume"
+    _fit_cfg(setup, other, _cfg(setup, oom_retry=True), on_step=lambda d, t: steps.append(d),
+             should_stop=lambda: len(steps) >= 3)
+    built["rows"].clear()
+    again = _fit_cfg(setup, other, _cfg(setup, oom_retry=True))
+    assert again.resumed_from_step == 3 and max(built["rows"]) <= 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Out of memory inside a sweep: FAIL with oom=True, not a failure toward max_failed_trials
+
+
+def _oom_backbones(monkeypatch, oom_builds: set[int]):
+    """Make the models of the given (0-based) fit calls of a sweep run out of memory."""
+    import torch
+
+    import hpo_helpers.sweep as sweep_mod
+
+    real_load = sweep_mod.load_backbone
+    count = [0]
+
+    def load(*args, **kwargs):
+        bb = real_load(*args, **kwargs)
+        real_build = bb.build_model
+
+        def build(labels, *, dropout, seed):
+            model = real_build(labels, dropout=dropout, seed=seed)
+            n, count[0] = count[0], count[0] + 1
+            if n in oom_builds:
+                def forward(*a, **kw):
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 "
+                                                 "GiB (injected)")
+                model.forward = forward
+            return model
+
+        bb.build_model = build
+        return bb
+
+    monkeypatch.setattr(sweep_mod, "load_backbone", load)
+
+
+def test_oom_trial_fails_with_oom_and_the_sweep_goes_on(project, monkeypatch, capsys) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpo_helpers import load_configs, run_local_hpo_sweep, study_status
+    from hpo_helpers.cli import main
+
+    _oom_backbones(monkeypatch, {0})
+    project.write_hpo(max_trials=2, max_failed_trials=1)  # an OOM is not one of those
+    study = run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
+                                project.output_dir)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    bad = trials[0]
+    assert bad.user_attrs["oom"] is True
+    assert f"batch size {bad.params['batch_size']}" in bad.user_attrs["error"]
+    assert not any("oom" in t.user_attrs for t in trials[1:])
+    info = study_status(load_configs(project.config_dir, project.hpo),
+                        output_dir=project.output_dir)
+    assert info["n_oom"] == 1 and info["n_failed"] == 1 and info["n_complete"] == 2
+    assert main(["status", "--config", str(project.hpo), "--output-dir",
+                 str(project.output_dir)]) == 0
+    assert "out of memory 1" in capsys.readouterr().out
+    assert optuna.load_study(study_name="hpo_tiny", storage=study._storage).best_trial
+
+
+def test_five_oom_trials_in_a_row_stop_the_sweep_with_advice(project, monkeypatch) -> None:
+    from optuna.trial import TrialState
+
+    from hpo_helpers import SweepFailedError, run_local_hpo_sweep
+
+    _oom_backbones(monkeypatch, set(range(100)))
+    project.write_hpo(max_trials=3, max_failed_trials=1)
+    with pytest.raises(SweepFailedError, match=r"5 trials in a row ran out of memory .*batch "
+                                               r"size .*Fix: lower the batch_size choices.*"
+                                               r"oom_retry: true"):
+        run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
+                            project.output_dir)
+    import optuna
+
+    study = optuna.load_study(study_name="hpo_tiny",
+                              storage=f"sqlite:///{project.output_dir / 'tiny' / 'study.db'}")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 5 and all(t.user_attrs["oom"] for t in failed)

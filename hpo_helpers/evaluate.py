@@ -161,9 +161,9 @@ def open_finished(cfg: Any, *, backbone: str | None = None,
     (refused while a sweep runs it), a shared one as one more worker. Yields
     ``(opened run, dataset)``; the SQLite study is snapshotted when the block ends."""
     from .housekeeping import snapshot_all
+    from .opening import open_run
     from .status import status, storage_url_for, study_paths
     from .study import fingerprint
-    from .sweep import open_run
     from .tracking import SweepTracker
 
     hpo = cfg.hpo

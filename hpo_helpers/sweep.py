@@ -33,16 +33,15 @@ from .errors import CheckpointError, SweepFailedError, TrialOutOfMemoryError
 from .evaluate import after_sweep, record_data
 from .events import SweepEvents, SweepOutcome
 from .housekeeping import disk_usage, keep_top_k, reconcile, snapshot_all
-from .layout import StudyLayout, backbone_cache, seed_study_files
+from .layout import StudyLayout, backbone_cache
 from .mirror import CheckpointMirror
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
+from .opening import adopt_seed_study, open_run
 from .paths import StudyPaths, resolve
 from .queries import best_trial, recent_durations
 from .redaction import mask
 from .runtime import Runtime, detect
 from .schema import (
-    ATTEMPT,
-    CREATED_AT,
     DEVICE,
     ERROR,
     INTERRUPTED,
@@ -51,13 +50,12 @@ from .schema import (
     SESSIONS,
     retry_root,
 )
-from .snapshot import adopt
 from .status import status, storage_url_for
 from .stopping import StopRequest as _StopRequest
-from .study import OpenedStudy, count_states, fingerprint, open_shared_study, open_study, requeue
+from .study import OpenedStudy, count_states, fingerprint, requeue
 from .tracking import SweepTracker
 from .train import fit  # looked up per trial: benchmarks and tests replace it here
-from .trial import Prepared, TrialRun, prepare, progress, run_trial, sampler_and_pruner, suggest
+from .trial import Prepared, TrialRun, prepare, progress, run_trial, suggest
 from .workers import Claims, work
 
 if TYPE_CHECKING:
@@ -278,59 +276,6 @@ class _Sweep:
         _finished(self.events, self.study, trial.number, state, value)
 
 
-@dataclasses.dataclass
-class OpenedRun:
-    opened: OpenedStudy
-    layout: StudyLayout
-    checkpoint_path: str | None
-
-
-def open_run(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
-             parts: dict[str, Any], tracker: SweepTracker) -> OpenedRun:
-    """Open (or join) the study and build its layout once (``evaluate``/``refit`` too)."""
-    sampler, pruner = sampler_and_pruner(hpo)
-    if url:
-        def on_stale(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-            first = int(frozen.user_attrs.get(ATTEMPT, 1)) == 1
-            logger.warning("Trial %d lost its worker (no heartbeat for %d s): marked FAIL%s",
-                           frozen.number, hpo.grace_period,
-                           " and re-queued once with the same params" if first else "")
-            tracker.trial_interrupted(frozen)
-            if first:
-                requeue(study, frozen)
-
-        opened = open_shared_study(hpo=hpo, backbone=backbone, url=url, fingerprint_parts=parts,
-                                   sampler=sampler, pruner=pruner, on_stale=on_stale)
-        if hpo.shared_checkpoint_dir:
-            layout = StudyLayout.for_study(opened.study_name, shared_dir=hpo.shared_checkpoint_dir)
-        else:
-            layout = local.layout(opened.study_name,  # type: ignore[union-attr]
-                                  opened.study.user_attrs.get(CREATED_AT))
-        return OpenedRun(opened, layout, mask(url))
-    opened = open_study(hpo=hpo, backbone=backbone, paths=local, fingerprint_parts=parts,
-                        sampler=sampler, pruner=pruner)
-    layout = local.layout(opened.study_name, opened.study.user_attrs.get(CREATED_AT)) \
-        if local else StudyLayout.for_study(opened.study_name)
-    return OpenedRun(opened, layout, str(local.durable_db) if local else None)
-
-
-def _adopt_seed_study(paths: StudyPaths, runtime: Runtime, backbone: str) -> None:
-    """A study at the seed's old location, when this layout has none yet, is copied in (the
-    original is never modified) and adopted: the study opens it and records its fingerprint."""
-    if paths.working_db.exists() or paths.durable_db.exists():
-        return
-    for seed in seed_study_files(runtime.kind, runtime.root, backbone):
-        problem = adopt(seed, paths.working_db)
-        if problem:
-            logger.warning("Study at the seed's old location %s is not usable (%s): left "
-                           "alone", seed, problem)
-            continue
-        logger.warning("Adopted the study found at the seed's old location %s: copied to %s "
-                       "(the original is left untouched); its fingerprint is recorded as it "
-                       "opens", seed, paths.working_db)
-        return
-
-
 def _mirror_for(hpo: Any, opened: OpenedStudy, layout: StudyLayout,
                 writes: DurableWrites) -> CheckpointMirror | None:
     on = hpo.mirror_trial_checkpoints
@@ -389,7 +334,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
     local = resolve(runtime, backbone=backbone_name, storage_path=hpo.checkpoint.storage_path,
                     output_dir=output_dir) if hpo.checkpoint.enabled or url else None
     if local is not None and not url and output_dir is None:
-        _adopt_seed_study(local, runtime, backbone_name)
+        adopt_seed_study(local, runtime, backbone_name)
     prep = _prepare_sweep(cfg, backbone_name, dataset_path, local, url, split_files)
     tracker = SweepTracker(tracking)
     o = open_run(hpo, backbone_name, url, local, fingerprint(hpo, prep.dataset.fingerprint),

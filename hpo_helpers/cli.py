@@ -163,8 +163,8 @@ def _check_output_dir(value: str | None) -> None:
                               "folder (it is created when missing).")
     existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
     if not existing.is_dir():
-        raise HpoHelpersError(f"--output-dir {shown!r} is not writable (Not a directory: "
-                              f"{ascii(str(existing))[1:-1]} is a file). Fix: pass a folder.")
+        raise HpoHelpersError(f"--output-dir {shown!r} is not writable (Not a directory): "
+                              f"{ascii(str(existing))[1:-1]} is a file. Fix: pass a folder.")
     try:  # probe the nearest existing folder: nothing is created before the run starts
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
         os.close(fd)

@@ -95,8 +95,13 @@ def test_dashboard_serves_a_local_copy_of_a_drive_study(project, tmp_path) -> No
     durable = root.joinpath(*DURABLE, "study.db")
     dash = start_dashboard(durable, runtime=detect({}, root=root))
     try:
-        served = dash.process.args[3]
-        assert served.startswith("sqlite:///") and "drive" not in served, served
+        # the storage reaches the server through its environment, never its arguments (#11)
+        from hpo_helpers.dashboard import STORAGE_ENV
+
+        env = Path(f"/proc/{dash.process.pid}/environ").read_bytes().split(b"\0")
+        served = next(v.split(b"=", 1)[1].decode() for v in env
+                      if v.startswith(STORAGE_ENV.encode() + b"="))
+        assert "://" not in served and "drive" not in served, served
         import json
         import urllib.request
 

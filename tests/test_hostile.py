@@ -909,8 +909,8 @@ def _damage_database(db: Path, style: str) -> bytes:
         at = data.index(b"CREATE TABLE studies")
         data[at:at + 12] = b"CREATE TABLX"
     elif style == "bytes inside the stored fingerprint":
-        key = data.index(b"fingerprint")
-        at = data.index(b'{"', key)
+        # the study attribute's record: its key and JSON value lie side by side
+        at = data.index(b'fingerprint{"') + len(b"fingerprint")
         data[at:at + 2] = b"\x01!"
     elif style == "truncated":
         del data[len(data) // 2:]

@@ -36,6 +36,7 @@ __all__ = [
     "DRIVE_ROOT",
     "FOLD_RESULT",
     "KAGGLE_ROOT",
+    "JOB_OUTPUTS",
     "MLFLOW_DB",
     "StudyLayout",
     "backbone_cache",
@@ -54,7 +55,8 @@ DRIVE_MOUNT = (*DRIVE_MOUNTPOINT, "MyDrive")  # a folder only while Drive is mou
 DRIVE_ROOT = (*DRIVE_MOUNT, "resume-ner-checkpoints")
 COLAB_LOCAL_ROOT = ("content", "resume-ner")
 KAGGLE_ROOT = ("kaggle", "working", "resume-ner")
-HPO_DIR = ("outputs", "hpo")
+JOB_OUTPUTS = ("outputs",)  # what an Azure ML job keeps
+HPO_DIR = (*JOB_OUTPUTS, "hpo")
 MLFLOW_DB = ("mlruns", "mlflow.db")
 
 TRIALS = "trials"

@@ -36,6 +36,7 @@ __all__ = [
     "DRIVE_MOUNTPOINT",
     "DRIVE_ROOT",
     "FOLD_RESULT",
+    "JOB_OUTPUTS",
     "KAGGLE_ROOT",
     "MIGRATION_REPORT",
     "MLFLOW_DB",
@@ -43,13 +44,13 @@ __all__ = [
     "SELECTION_REPORT",
     "StudyLayout",
     "backbone_cache",
-    "on_drive",
-    "seed_study_files",
     "checkpoint_name",
     "checkpoint_step",
     "default_study_name",
     "is_study_file",
     "migration_report",
+    "on_drive",
+    "seed_study_files",
     "selection_files",
     "trial_root_of",
 ]
@@ -60,7 +61,8 @@ DRIVE_MOUNT = (*DRIVE_MOUNTPOINT, "MyDrive")  # a folder only while Drive is mou
 DRIVE_ROOT = (*DRIVE_MOUNT, "resume-ner-checkpoints")
 COLAB_LOCAL_ROOT = ("content", "resume-ner")
 KAGGLE_ROOT = ("kaggle", "working", "resume-ner")
-HPO_DIR = ("outputs", "hpo")
+JOB_OUTPUTS = ("outputs",)  # what an Azure ML job keeps
+HPO_DIR = (*JOB_OUTPUTS, "hpo")
 MLFLOW_DB = ("mlruns", "mlflow.db")
 
 TRIALS = "trials"

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import ConfigError
 from .install import DEFAULT_EXTRAS, install_missing, make_importable
 from .layout import COLAB_LOCAL_ROOT, DRIVE_MOUNT, DRIVE_MOUNTPOINT, KAGGLE_ROOT
-from .runtime import Runtime, detect, environ, headless_reason
+from .runtime import KAGGLE, Runtime, detect, environ, headless_reason
 
 __all__ = ["NOTEBOOK_PARAMETERS", "NotebookSetup", "check_parameters", "default_config_dir",
            "injected_parameters", "project_folder", "setup", "setup_environment"]
@@ -100,7 +100,7 @@ def project_folder(runtime: Runtime, env: Mapping[str, str] | None = None,
         return checkout, "checkout"
     if runtime.is_colab:
         return runtime.root.joinpath(*COLAB_LOCAL_ROOT), "Colab working root"
-    if runtime.is_kaggle:
+    if runtime.kind == KAGGLE:
         return runtime.root.joinpath(*KAGGLE_ROOT), "Kaggle working root"
     return Path(cwd if cwd is not None else Path.cwd()).absolute(), "current folder"
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .layout import COLAB_LOCAL_ROOT, DRIVE_ROOT, HPO_DIR, KAGGLE_ROOT, MLFLOW_DB, StudyLayout
+from .layout import (
+    COLAB_LOCAL_ROOT,
+    DRIVE_ROOT,
+    HPO_DIR,
+    JOB_OUTPUTS,
+    KAGGLE_ROOT,
+    MLFLOW_DB,
+    StudyLayout,
+)
 from .names import backbone_path_name
 from .runtime import AZUREML, COLAB, KAGGLE, Runtime
 
@@ -117,7 +125,8 @@ def resolve(
 def mlflow_db_paths(runtime: Runtime, *, cwd: Path | str | None = None) -> tuple[Path, Path]:
     """``(working, durable)`` paths of the local MLflow SQLite store for ``runtime``.
 
-    Local and Azure ML: ``./mlruns/mlflow.db``; Kaggle: ``/kaggle/working/resume-ner/mlruns``;
+    Local: ``./mlruns/mlflow.db``; an Azure ML job: ``./outputs/mlruns/mlflow.db`` (the job
+    keeps only ``./outputs``); Kaggle: ``/kaggle/working/resume-ner/mlruns``;
     Colab: live copy on local disk, durable copy on Drive when it is mounted. MLflow's database
     is always its own file, never the study's.
     """
@@ -130,6 +139,9 @@ def mlflow_db_paths(runtime: Runtime, *, cwd: Path | str | None = None) -> tuple
         return working, durable
     if runtime.kind == KAGGLE:
         db = root.joinpath(*KAGGLE_ROOT, *MLFLOW_DB)
+        return db, db
+    if runtime.kind == AZUREML:  # only ./outputs survives a job (without MLFLOW_TRACKING_URI)
+        db = base.joinpath(*JOB_OUTPUTS, *MLFLOW_DB)
         return db, db
     db = base.joinpath(*MLFLOW_DB)
     return db, db

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -316,3 +319,30 @@ def test_03_reads_the_project_store_and_writes_nothing_where_it_runs(tmp_path: P
                         cwd=str(work), progress_bar=False, parameters={"backbones": ["tiny"]})
     assert sorted(p.name for p in work.iterdir()) == ["03.ipynb"]
     assert (project / "mlruns" / "mlflow.db").is_file()  # the project's store was searched
+
+
+def test_a_project_source_path_that_does_not_exist_is_a_one_line_error(tmp_path: Path) -> None:
+    """The set-up cell, run where hpo_helpers is not importable (``python -S``: no site)."""
+    nb = nbformat.read(NOTEBOOKS / "02_run_hpo.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if "project_source" in c.source
+                and "find_spec" in c.source)
+    code = "project_source = '/kaggle/input/nope/hpo_helpers-0.1.0-py3-none-any.whl'\n" + cell
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"FileNotFoundError: project_source '/kaggle/input/nope/hpo_helpers-0\.1"
+                        r"\.0-py3-none-any\.whl' does not exist\. Fix: give an existing wheel.*",
+                        last), res.stderr
+    assert "pip" not in res.stderr.replace("wheel", "")
+
+
+def test_azure_ml_job_without_a_tracking_uri_keeps_its_store_under_outputs(tmp_path) -> None:
+    from hpo_helpers.paths import mlflow_db_paths
+
+    rt = detect({"AZUREML_RUN_ID": "job-1"}, root=tmp_path)
+    assert rt.kind == "azureml"
+    assert mlflow_db_paths(rt, cwd=tmp_path) == (tmp_path / "outputs/mlruns/mlflow.db",) * 2
+    setup = setup_mlflow_cross_platform("job", runtime=rt, cwd=tmp_path, env={})
+    assert setup.tracking_uri == f"sqlite:///{tmp_path / 'outputs/mlruns/mlflow.db'}"

@@ -706,6 +706,25 @@ def _no_entities(files: Mapping[str, Path], cfg: DataConfig,
                      f"{found}. Fix: {fix}")
 
 
+def _fingerprint_part(cfg: DataConfig, types: tuple[str, ...] | list[str],
+                      reports: list[DataReport]) -> dict[str, Any]:
+    """The data settings that enter the dataset fingerprint (beside the files' bytes)."""
+    part: dict[str, Any] = {
+        "entity_types": types, "label_map": sorted(cfg.label_map.items()),
+        "fractions": [cfg.validation_fraction, cfg.test_fraction], "seed": cfg.split_seed,
+        "limits": [cfg.max_train_documents, cfg.max_eval_documents], "format": cfg.format,
+    }
+    # New settings enter the fingerprint only when set: studies made before them still resume.
+    dropped = sorted({k for r in reports for k in r.dropped_labels})
+    if dropped:  # the labels drop_labels removed from these files, not the list itself
+        part["drop_labels"] = dropped
+    if cfg.tag_column:
+        part["tag_column"] = cfg.tag_column
+    if cfg.max_document_chars != DataConfig.max_document_chars:  # the default keeps old
+        part["max_document_chars"] = cfg.max_document_chars  # studies resumable
+    return part
+
+
 def load_dataset(path: Path | str | None, cfg: DataConfig, *,
                  files: Mapping[str, Path | str | None] | None = None) -> Dataset:
     """Load train/validation/test documents (see :func:`split_files` for where from).
@@ -771,20 +790,8 @@ def load_dataset(path: Path | str | None, cfg: DataConfig, *,
                     info["documents"], f" (capped: {info['capped']})" if "capped" in info else "",
                     info["words"], info["entities"], info["source"] or "-")
     logger.info("Entity types (%s): %s", "auto" if cfg.auto_types else "fixed", ", ".join(types))
-    config_part: dict[str, Any] = {
-        "entity_types": types, "label_map": sorted(cfg.label_map.items()),
-        "fractions": [cfg.validation_fraction, cfg.test_fraction], "seed": cfg.split_seed,
-        "limits": [cfg.max_train_documents, cfg.max_eval_documents], "format": cfg.format,
-    }
-    # New settings enter the fingerprint only when set: studies made before them still resume.
-    dropped = sorted({k for r in reports for k in r.dropped_labels})
-    if dropped:  # the labels drop_labels removed from these files, not the list itself
-        config_part["drop_labels"] = dropped
-    if cfg.tag_column:
-        config_part["tag_column"] = cfg.tag_column
-    if cfg.max_document_chars != DataConfig.max_document_chars:  # the default keeps old
-        config_part["max_document_chars"] = cfg.max_document_chars  # studies resumable
-    digest.update(json.dumps(config_part, sort_keys=True, default=list).encode())
+    digest.update(json.dumps(_fingerprint_part(cfg, types, reports), sort_keys=True,
+                             default=list).encode())
     return Dataset(tuple(kept["train"]), tuple(kept["validation"]), tuple(kept["test"]), types,
                    digest.hexdigest()[:16], tuple(reports), summary)
 

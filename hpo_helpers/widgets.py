@@ -68,6 +68,10 @@ class ResumePanel(SweepEvents):
         self.trials = w.IntProgress(value=0, min=0, max=self.cfg.hpo.max_trials,
                                     description="Trials", bar_style="info")
         self.steps = w.IntProgress(value=0, min=0, max=1, description="Trial steps")
+        # With several trial workers (train.yaml `devices`), one row per running trial.
+        self.running_rows = w.VBox([])
+        self._rows: dict[int, Any] = {}
+        self._rows_lock = threading.Lock()
         self.times = w.HTML()
         self.plot = w.Output()
         self.message = w.HTML()
@@ -84,7 +88,8 @@ class ResumePanel(SweepEvents):
         self.stop_button.on_click(lambda _: self.stop_after_trial())
         self.stop_now_button.on_click(lambda _: self.stop_now())
         self.widget = w.VBox([
-            self.where, self.action, self.stale, self.best, self.trials, self.steps, self.times,
+            self.where, self.action, self.stale, self.best, self.trials, self.steps,
+            self.running_rows, self.times,
             w.HBox([self.resume_button, self.fresh_button, self.stop_button,
                     self.stop_now_button]), self.message, self.plot,
         ])
@@ -255,6 +260,12 @@ class ResumePanel(SweepEvents):
                   f"{n_complete}/{max_trials} trials complete")
 
     def trial_started(self, number: int, params: dict[str, Any], retry_of: int | None) -> None:
+        import ipywidgets as w
+
+        with self._rows_lock:
+            self._rows[number] = w.IntProgress(value=0, min=0, max=1,
+                                               description=f"Trial {number}")
+            self._show_rows()
         self._clock.trial_started()
         self.steps.value = 0
         self.steps.description = f"Trial {number}"
@@ -268,8 +279,22 @@ class ResumePanel(SweepEvents):
         self._clock.step(done, total)
         self.times.value = self._clock.text(self.trials.value, self.trials.max)
 
+    def trial_step(self, number: int, done: int, total: int) -> None:
+        bar = self._rows.get(number)
+        if bar is not None:
+            bar.max = max(1, total)
+            bar.value = min(done, bar.max)
+        self.step(done, total)
+
+    def _show_rows(self) -> None:
+        """The per-trial rows, shown only while more than one trial runs (one is ``steps``)."""
+        self.running_rows.children = tuple(self._rows.values()) if len(self._rows) > 1 else ()
+
     def trial_finished(self, number: int, state: str, value: float | None, n_complete: int,
                        best_value: float | None) -> None:
+        with self._rows_lock:
+            self._rows.pop(number, None)
+            self._show_rows()
         self.trials.value = min(n_complete, self.trials.max)
         self.trials.description = f"Trials {n_complete}/{self.trials.max}"
         self._clock.trial_finished(state == "COMPLETE")

@@ -153,3 +153,38 @@ def test_two_workers_run_trials_at_once_on_their_devices_and_stop_at_max_trials(
     assert {name.split("-")[2] for name, _ in seen} == {"0", "1"}  # hpo-worker-<i>-<device>
     assert {device for _, device in seen} == {"cpu"}
     assert {t.user_attrs["device"] for t in study.get_trials()} == {"cpu"}
+
+
+def test_the_panel_shows_one_row_per_running_trial(project, monkeypatch) -> None:
+    import threading
+    import time
+
+    import hpo_helpers.sweep as sweep_mod
+    from hpo_helpers.train import FitResult
+    from hpo_helpers.widgets import ResumePanel
+
+    def fit(**kwargs):
+        kwargs["on_step"](1, 2)
+        time.sleep(0.4)
+        kwargs["on_step"](2, 2)
+        return FitResult(best_f1=0.5)
+
+    monkeypatch.setattr(sweep_mod, "fit", fit)
+    project.write_hpo(max_trials=3)
+    train = project.config_dir / "train.yaml"
+    train.write_text(train.read_text() + "\ndevices: cpu,cpu\n")
+    panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo,
+                        output_dir=project.output_dir)
+    shown, lock = [], threading.Lock()
+    show = panel._show_rows
+
+    def watch() -> None:
+        show()
+        with lock:
+            shown.append(sorted(bar.description for bar in panel.running_rows.children))
+
+    monkeypatch.setattr(panel, "_show_rows", watch)
+    panel.resume(block=True)
+    assert panel.outcome is not None and not panel.outcome.interrupted
+    assert ["Trial 0", "Trial 1"] in shown  # both workers' trials, one row each
+    assert shown[-1] == []  # one trial or none running: the single "Trial steps" bar suffices

@@ -167,7 +167,9 @@ def measure(n: int, work: Path, extra: int) -> dict:
     cli_s = _status_cli_s(work, db, hpo_path)
     tracking = setup_mlflow_cross_platform("bookkeeping", runtime=rt)
     clock, sampler_clock = _Clock(), _SamplerClock()
-    real = sweep_module.sampler_and_pruner
+    from hpo_helpers import opening
+
+    real = opening.sampler_and_pruner
 
     def timed_sampler(hpo):  # noqa: ANN001, ANN202
         sampler, pruner = real(hpo)
@@ -181,8 +183,8 @@ def measure(n: int, work: Path, extra: int) -> dict:
     study_clock = _SamplerClock()  # opening the study (recovery, counts) and reconcile
     snap_clock = _SamplerClock()  # whole-file copies of the study and MLflow databases
     with mock.patch("hpo_helpers.sweep.fit", stub_fit), \
-            mock.patch("hpo_helpers.sweep.sampler_and_pruner", timed_sampler), \
-            mock.patch("hpo_helpers.sweep._open", study_clock.wrap(sweep_module._open)), \
+            mock.patch("hpo_helpers.opening.sampler_and_pruner", timed_sampler), \
+            mock.patch("hpo_helpers.sweep.open_run", study_clock.wrap(sweep_module.open_run)), \
             mock.patch("hpo_helpers.sweep.reconcile", study_clock.wrap(sweep_module.reconcile)), \
             mock.patch("hpo_helpers.sweep.snapshot_all",
                        snap_clock.wrap(sweep_module.snapshot_all)), \

@@ -188,6 +188,8 @@ def measure(n: int, work: Path, extra: int) -> dict:
             mock.patch("hpo_helpers.sweep.reconcile", study_clock.wrap(sweep_module.reconcile)), \
             mock.patch("hpo_helpers.sweep.snapshot_all",
                        snap_clock.wrap(sweep_module.snapshot_all)), \
+            mock.patch("hpo_helpers.workers.snapshot_all",  # after each trial
+                       snap_clock.wrap(sweep_module.snapshot_all)), \
             mock.patch.object(optuna.Study, "ask", sampler_clock.wrap(optuna.Study.ask)):
         start = time.perf_counter()
         run_sweep(cfg, runtime=rt, tracking=tracking, events=clock.events)

@@ -371,14 +371,19 @@ def _oversized(text: str, cfg: DataConfig, report: DataReport) -> bool:
     return False
 
 
-def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
+def _parse_json(path: Path, text: str, fix: str) -> Any:
+    """``json.loads(text)``; a damaged or too deeply nested file is one :class:`DataError`."""
     try:
-        items = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno}). "
-                        "Fix the file there.") from None
+                        f"{fix}") from None
     except RecursionError:
         raise DataError(f"{path}: {_TOO_DEEP}") from None
+
+
+def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
+    items = _parse_json(path, text, "Fix the file there.")
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of documents, got {type(items).__name__}.")
     docs = []
@@ -415,13 +420,8 @@ def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> li
 def _dataturks_items(path: Path, text: str) -> list[tuple[str, Any]]:
     """``(where, item)`` of a DataTurks export, JSONL or a JSON list."""
     if text.lstrip("\ufeff \t\r\n").startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}). Fix: a DataTurks "
-                            "export is JSONL (one object per line) or a JSON list.") from None
-        except RecursionError:
-            raise DataError(f"{path}: {_TOO_DEEP}") from None
+        items = _parse_json(path, text, "Fix: a DataTurks export is JSONL (one object per "
+                            "line) or a JSON list.")
         return [(f"{path}: document {i}", item) for i, item in enumerate(items)]
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):

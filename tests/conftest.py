@@ -64,8 +64,7 @@ class Project:
                         *extra)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Project:
+def make_project(tmp_path: Path) -> Project:
     """A copy of config/ with a tiny-backbone HPO config and a small slice of the demo data."""
     config_dir = tmp_path / "config"
     shutil.copytree(REPO / "config", config_dir)
@@ -79,3 +78,9 @@ def project(tmp_path: Path) -> Project:
                    REPO / "dataset")
     proj.write_hpo()
     return proj
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A copy of config/ with a tiny-backbone HPO config and a small slice of the demo data."""
+    return make_project(tmp_path)

@@ -18,24 +18,12 @@ from .conftest import PYTHON
 @pytest.fixture(scope="module")
 def kept_model(tmp_path_factory):
     """A 1-trial tiny sweep's kept model (random-ish: it predicts many entities)."""
-    import shutil
-
-    import yaml
-
-    from .conftest import REPO, TINY_HPO
+    from .conftest import TINY_HPO, make_project
 
     root = tmp_path_factory.mktemp("pred")
-    config_dir = root / "config"
-    shutil.copytree(REPO / "config", config_dir)
-    data = yaml.safe_load((config_dir / "data" / "demo.yaml").read_text())
-    data.update(path=str(REPO / "dataset"), max_train_documents=16, max_eval_documents=6)
-    (config_dir / "data" / "test.yaml").write_text(yaml.safe_dump(data))
-    train = yaml.safe_load((config_dir / "train.yaml").read_text())
-    train.update(max_length=64, stride=16, torch_threads=1)
-    (config_dir / "train.yaml").write_text(yaml.safe_dump(train))
-    hpo = config_dir / "hpo" / "test.yaml"
-    hpo.write_text(yaml.safe_dump({**TINY_HPO, "max_trials": 1, "keep_top_k": 1,
-                                   "search_space": {**TINY_HPO["search_space"], "epochs": 1}}))
+    proj = make_project(root)
+    config_dir, hpo = proj.config_dir, proj.write_hpo(
+        max_trials=1, keep_top_k=1, search_space={**TINY_HPO["search_space"], "epochs": 1})
     cfg = load_configs(config_dir, hpo)
     run_sweep(cfg, output_dir=root / "out")
     model = next((root / "out").rglob("trial_0"))

@@ -420,6 +420,8 @@ class _Fit:
                 loss_n += 1
                 result.global_step += 1
                 result.steps_this_session += 1
+                # read by benchmarks/fault_injection.py (debug level: no cost when off, no sync)
+                logger.debug("step %d/%d", result.global_step, total)
                 faults.point("train_step")
                 if self.on_step:
                     self.on_step(result.global_step, total)

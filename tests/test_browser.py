@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def voila_panel(project, tmp_path):
         try:
             urllib.request.urlopen(url + "api", timeout=2)
             break
+        except urllib.error.HTTPError:
+            break  # the server answers (an error page is an answer): Voila is up
         except OSError:
             if proc.poll() is not None:
                 pytest.fail(f"voila exited: {proc.stdout.read()[-3000:]}")

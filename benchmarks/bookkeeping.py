@@ -236,6 +236,13 @@ def _checkpoint_write_s(backbone: str) -> float:
     return took
 
 
+def _growth(small: dict, large: dict) -> dict:
+    """How much each figure grew from one size to the next (a ratio)."""
+    return {k: round(large[k] / small[k], 2) if small[k] else None
+            for k in ("resume_s", "status_s", "status_cli_wall_s", "bookkeeping_s_per_trial",
+                      "baseline_load_count_best_s", "sampler_first_ask_s")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000")
@@ -260,14 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = _checkpoint_write_s("minilm")
         for r in rows:
             r["share_of_smoke_trial"] = round(r["bookkeeping_s_per_trial"] / smoke, 4)
-        first, last = rows[0], rows[-1]
+        last = rows[-1]
         report = {
             "per_size": rows, "smoke_trial_s": round(smoke, 2),
             "checkpoint_write_s_minilm": round(ckpt, 3),
-            "growth_first_to_last_size": {
-                k: round(last[k] / first[k], 2) if first[k] else None
-                for k in ("resume_s", "status_s", "bookkeeping_s_per_trial",
-                          "baseline_load_count_best_s", "sampler_first_ask_s")},
+            "growth": {f"{a['trials_in_study']}->{b['trials_in_study']}": _growth(a, b)
+                       for a, b in zip(rows, rows[1:])},
             "resume_latency_s_at_largest": last["resume_s"],
             "largest": last["trials_in_study"],
             "load_average_1m_before_after": [round(load_before, 2), round(load_after, 2)],

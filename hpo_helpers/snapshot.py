@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import urllib.parse
 from pathlib import Path
 
@@ -161,23 +162,62 @@ def fetch(durable: Path, working: Path) -> str | None:
     return None
 
 
+_read_folder: Path | None = None
+
+
+def _read_copies() -> Path:
+    """This process's folder of read copies, removed at exit; folders left by processes that
+    died (a killed kernel runs no exit handler) are removed when the next one is made."""
+    global _read_folder
+    if _read_folder is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        tmp = Path(tempfile.gettempdir())
+        for old in tmp.glob("hpo-read-*"):
+            pid = old.name.removeprefix("hpo-read-")
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        _read_folder = tmp / f"hpo-read-{os.getpid()}"
+        _read_folder.mkdir(exist_ok=True)
+        atexit.register(shutil.rmtree, _read_folder, True)
+    return _read_folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no signals on this system: leave it alone
+        return True
+    return True
+
+
 def readable(db: Path) -> Path:
     """The file to open for reading ``db``: itself on local disk; for a file on Google Drive, a
-    fresh byte copy on local disk (SQLite never opens a Drive file, not even to read)."""
+    fresh byte copy on local disk (SQLite never opens a Drive file, not even to read).
+
+    The copy replaces the previous one by rename, so a reader still open on the previous copy
+    (the panel's dashboard thread) keeps reading a whole file."""
     from .layout import on_drive
 
     if not on_drive(db):
         return db
     import hashlib
-    import tempfile
 
-    folder = Path(tempfile.gettempdir()) / f"hpo-read-{os.getpid()}" / hashlib.sha256(
-        str(Path(db).resolve()).encode()).hexdigest()[:12]
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _read_copies() / hashlib.sha256(str(Path(db).resolve()).encode()).hexdigest()[:12]
+    folder.mkdir(exist_ok=True)
     local = folder / Path(db).name
-    for suffix in ("-wal", "-shm"):
-        Path(str(local) + suffix).unlink(missing_ok=True)
-    copy_bytes(db, local)
+    partial = folder / f"{Path(db).name}.part-{threading.get_ident()}"
+    try:
+        copy_bytes(db, partial)
+        for suffix in ("-wal", "-shm"):
+            Path(str(local) + suffix).unlink(missing_ok=True)
+        os.replace(partial, local)
+    finally:
+        partial.unlink(missing_ok=True)
     logger.info("Reading a local copy of %s (SQLite never opens a Drive file)", db)
     return local
 

@@ -109,3 +109,58 @@ def test_dashboard_serves_a_local_copy_of_a_drive_study(project, tmp_path) -> No
             assert "hpo_tiny" in json.dumps(json.load(r))
     finally:
         dash.stop()
+
+
+def test_read_copies_of_a_drive_study_are_removed_and_replaced_whole(tmp_path,
+                                                                   monkeypatch) -> None:
+    """Each process's read copies go with it (a killed one's with the next process that makes
+    one), and a re-copy never truncates the file a reader still has open."""
+    import sqlite3
+    import subprocess
+    import tempfile
+
+    drive = tmp_path.joinpath(*DRIVE)
+    drive.mkdir(parents=True)
+    db = drive / "study.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (x)")
+    con.executemany("insert into t values (?)", [(i,) for i in range(1000)])
+    con.commit()
+    con.close()
+    reader = (f"import sys, time, sqlite3; from pathlib import Path; "
+              f"from hpo_helpers.snapshot import readable; local = readable(Path({str(db)!r})); "
+              f"print(local, flush=True); "
+              f"print(sqlite3.connect(local).execute('select count(*) from t').fetchone()[0], "
+              f"flush=True); time.sleep(float(sys.argv[1]))")
+    tmp = Path(tempfile.gettempdir())
+    done = subprocess.run([sys.executable, "-c", reader, "0"], capture_output=True, text=True,
+                          check=True)
+    local, count = done.stdout.split()
+    assert count == "1000" and "drive" not in local.lower()
+    assert not Path(local).exists() and not (tmp / f"hpo-read-{local.split('hpo-read-')[1]}"
+                                             ).exists()
+
+    killed = subprocess.Popen([sys.executable, "-c", reader, "60"], stdout=subprocess.PIPE,
+                              text=True)
+    left = Path(killed.stdout.readline().strip())
+    assert killed.stdout.readline().strip() == "1000"
+    killed.kill()  # SIGKILL: no exit handler runs
+    killed.wait()
+    assert left.exists()
+    from hpo_helpers import snapshot
+
+    monkeypatch.setattr(snapshot, "_read_folder", None)  # as in a process that made none yet
+    first = snapshot.readable(db)
+    assert not left.exists()  # the dead process's copies went when this one made its own
+    held = sqlite3.connect(first)
+    cursor = held.execute("select x from t")
+    cursor.fetchmany(10)
+    con = sqlite3.connect(db)
+    con.executemany("insert into t values (?)", [(i,) for i in range(1000, 3000)])
+    con.commit()
+    con.close()
+    second = snapshot.readable(db)  # a refresh while `held` is mid-read
+    assert second == first
+    assert len(cursor.fetchall()) == 990  # the old copy, whole
+    assert sqlite3.connect(second).execute("select count(*) from t").fetchone()[0] == 3000
+    held.close()

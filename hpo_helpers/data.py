@@ -335,16 +335,32 @@ def _is_dataturks_list(items: Any) -> bool:
             and "content" in items[0] and "text" not in items[0])
 
 
-def detect_format(path: Path, text: str) -> str:
-    """Guess the format of ``text`` read from ``path``; a :class:`DataError` when none fits."""
+_NOT_PARSED = object()
+
+
+def _json_list(text: str) -> Any:
+    """``text`` parsed when it is a well-formed JSON list, else ``_NOT_PARSED`` (a reader that
+    needs it parses again and names the line that is wrong)."""
+    if not text.lstrip("\ufeff \t\r\n").startswith("["):
+        return _NOT_PARSED
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return _NOT_PARSED
+
+
+def detect_format(path: Path, text: str, items: Any = _NOT_PARSED) -> str:
+    """Guess the format of ``text`` read from ``path``; a :class:`DataError` when none fits.
+
+    ``items``: ``text`` already parsed as JSON (a large file is parsed once, not twice)."""
     stripped = text.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise DataError(f"{path}: the file is empty. Fix: point the dataset at a file with "
                         "documents (JSON list, DataTurks JSONL or CoNLL).")
     if stripped[0] == "[":
-        try:
-            items = json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError):
+        if items is _NOT_PARSED:
+            items = _json_list(stripped)
+        if items is _NOT_PARSED:
             return "json"  # the JSON reader names the line (or says it is nested too deeply)
         return "dataturks" if _is_dataturks_list(items) else "json"
     if stripped[0] == "{":
@@ -382,8 +398,10 @@ def _parse_json(path: Path, text: str, fix: str) -> Any:
         raise DataError(f"{path}: {_TOO_DEEP}") from None
 
 
-def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
-    items = _parse_json(path, text, "Fix the file there.")
+def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport,
+               items: Any = _NOT_PARSED) -> list[Document]:
+    if items is _NOT_PARSED:
+        items = _parse_json(path, text, "Fix the file there.")
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of documents, got {type(items).__name__}.")
     docs = []
@@ -417,11 +435,12 @@ def _read_json(path: Path, text: str, cfg: DataConfig, report: DataReport) -> li
     return docs
 
 
-def _dataturks_items(path: Path, text: str) -> list[tuple[str, Any]]:
+def _dataturks_items(path: Path, text: str, items: Any) -> list[tuple[str, Any]]:
     """``(where, item)`` of a DataTurks export, JSONL or a JSON list."""
     if text.lstrip("\ufeff \t\r\n").startswith("["):
-        items = _parse_json(path, text, "Fix: a DataTurks export is JSONL (one object per "
-                            "line) or a JSON list.")
+        if items is _NOT_PARSED:
+            items = _parse_json(path, text, "Fix: a DataTurks export is JSONL (one object per "
+                                "line) or a JSON list.")
         return [(f"{path}: document {i}", item) for i, item in enumerate(items)]
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -437,9 +456,10 @@ def _dataturks_items(path: Path, text: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _read_dataturks(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
+def _read_dataturks(path: Path, text: str, cfg: DataConfig, report: DataReport,
+                    items: Any = _NOT_PARSED) -> list[Document]:
     docs = []
-    for n, (where, item) in enumerate(_dataturks_items(path, text)):
+    for n, (where, item) in enumerate(_dataturks_items(path, text, items)):
         if not isinstance(item, dict) or not isinstance(item.get("content"), str):
             raise DataError(f"{where}: expected an object with a string 'content' "
                             "(DataTurks JSONL or JSON list).")
@@ -519,7 +539,8 @@ def _tag_column(path: Path, rows: list[tuple[int, list[str] | None]],
     return candidates[0] if candidates else max(1, width - 1)
 
 
-def _read_conll(path: Path, text: str, cfg: DataConfig, report: DataReport) -> list[Document]:
+def _read_conll(path: Path, text: str, cfg: DataConfig, report: DataReport,
+                items: Any = _NOT_PARSED) -> list[Document]:
     docs: list[Document] = []
     words: list[str] = []
     tags: list[str] = []
@@ -584,9 +605,11 @@ def read_file(path: Path | str, cfg: DataConfig) -> tuple[list[Document], DataRe
     except UnicodeDecodeError as exc:
         raise DataError(f"{p}: not UTF-8 text (byte {exc.start}). Fix: save it as UTF-8.") \
             from None
-    fmt = detect_format(p, text) if cfg.format == "auto" else cfg.format
+    # a JSON list is parsed once, for detection and reading
+    items = _json_list(text) if cfg.format != "conll" else _NOT_PARSED
+    fmt = detect_format(p, text, items) if cfg.format == "auto" else cfg.format
     report = DataReport(file=str(p), format=fmt)
-    docs = _READERS[fmt](p, text, cfg, report)
+    docs = _READERS[fmt](p, text, cfg, report, items)
     if not docs and report.oversized:
         raise DataError(f"{p}: all {report.oversized} documents are longer than "
                         f"max_document_chars = {cfg.max_document_chars} characters, so none "

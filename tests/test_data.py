@@ -178,3 +178,22 @@ def test_fingerprint_changes_with_data(tmp_path: Path, cfg) -> None:
     before = load_dataset(path, cfg).fingerprint
     path.write_text(json.dumps(generate(20, seed=4)))
     assert load_dataset(path, cfg).fingerprint != before
+
+
+@pytest.mark.parametrize("items", [
+    [{"text": "Mary knows Go", "annotations": [[11, 13, "SKILL"]]}],
+    [{"content": "Mary knows Go", "annotation": [
+        {"label": ["Skills"], "points": [{"start": 11, "end": 12, "text": "Go"}]}]}],
+], ids=["json", "dataturks-list"])
+def test_a_json_list_is_parsed_once(tmp_path: Path, cfg, items, monkeypatch) -> None:
+    """A large JSON file costs one parse, for detecting its format and reading it."""
+    from hpo_helpers import data
+
+    path = tmp_path / "resumes.json"
+    path.write_text(json.dumps(items))
+    calls = []
+    real = json.loads
+    monkeypatch.setattr(data.json, "loads", lambda s, *a, **k: calls.append(1) or real(s))
+    docs, report = read_file(path, cfg)
+    assert report.format == ("json" if "text" in items[0] else "dataturks")
+    assert docs[0].tags[-1] == "B-SKILL" and len(calls) == 1

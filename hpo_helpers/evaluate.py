@@ -48,7 +48,7 @@ def best_model_dir(cfg: Any, *, backbone: str | None = None,
     refit = layout.refit_model
     if refit is not None and (refit / "config.json").is_file():
         return refit
-    kept = layout.kept_model_dir(info["best_trial"])
+    kept = layout.kept_models().get(info["best_trial"])  # on local disk while Drive refused it
     if kept is None or not (kept / "config.json").is_file():
         raise HpoHelpersError(f"the best trial {info['best_trial']} has no kept model at {kept}."
                               " Fix: keep_top_k >= 1, or refit (python -m hpo_helpers refit).")
@@ -97,24 +97,21 @@ def test_scores(study: Any) -> dict[int, dict[str, Any]]:
     return {int(k): v for k, v in (study.user_attrs.get(TEST_SCORES) or {}).items()}
 
 
-def score_kept_models(study: Any, models_dir: Path | None, docs: Sequence[Document],
+def score_kept_models(study: Any, kept: dict[int, Path], docs: Sequence[Document],
                       cfg: TrainConfig, tracker: Any = None, *, trial: int | None = None,
                       again: bool = False) -> dict[int, dict[str, Any]]:
-    """Score the kept models (or only ``trial``'s) on ``docs``; store and return the scores.
-
-    Models already scored are skipped unless ``again``.
+    """Score the kept models (``kept``: trial number -> model folder, as
+    :meth:`~hpo_helpers.layout.StudyLayout.kept_models` gives; or only ``trial``'s) on
+    ``docs``; store and return the scores. Models already scored are skipped unless ``again``.
     """
     if not docs:
         logger.warning("No test documents: kept models are not scored on test")
         return {}
     stored = test_scores(study)
-    from .layout import trial_root_of
-
-    folders = sorted(models_dir.iterdir()) if models_dir and models_dir.is_dir() else []
-    numbers = {n: f for f in folders if (n := trial_root_of(f)) is not None}
+    numbers = dict(sorted(kept.items()))
     if trial is not None:
         if trial not in numbers:
-            raise HpoHelpersError(f"trial {trial} has no kept model in {models_dir} (kept: "
+            raise HpoHelpersError(f"trial {trial} has no kept model (kept: "
                                   f"{sorted(numbers) or 'none'}). Fix: pass one of those, or "
                                   "raise keep_top_k for future sweeps.")
         numbers = {trial: numbers[trial]}
@@ -211,7 +208,7 @@ def evaluate_study(cfg: Any, *, backbone: str | None = None, output_dir: Path | 
         study = run.opened.study
         tracker.parent_id = study.user_attrs.get(MLFLOW_PARENT_RUN_ID)
         with _scores_lock(run.opened):
-            scores = score_kept_models(study, run.layout.models_root, dataset.test, cfg.train,
+            scores = score_kept_models(study, run.layout.kept_models(), dataset.test, cfg.train,
                                        tracker, trial=trial, again=trial is not None)
         best = study.best_trial.number if count_states(study)["COMPLETE"] else None
     return scores, best
@@ -244,7 +241,7 @@ def after_sweep(sweep: Any, backbone: str) -> None:
         return
     if layout.models_root is not None:
         with _scores_lock(opened):
-            score_kept_models(sweep.study, layout.models_root, sweep.prep.dataset.test,
+            score_kept_models(sweep.study, layout.kept_models(), sweep.prep.dataset.test,
                               sweep.cfg.train, sweep.tracker)
         outcome.test_scores = sweep.study.user_attrs.get(TEST_SCORES) or {}
     if sweep.hpo.refit and opened.paths is not None and layout.refit_root is not None:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from .mlflow_setup import TrackingSetup
     from .paths import StudyPaths
 
-__all__ = ["disk_usage", "free_memory", "keep_top_k", "reconcile", "snapshot_all"]
+__all__ = ["disk_usage", "free_memory", "keep_top_k", "reconcile", "send_waiting_models",
+           "snapshot_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +56,50 @@ def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: i
             shutil.move(str(best_src), str(local))  # same disk: a rename
         else:
             local = best_src
-
-        def move(src: Path = local, number: int = trial_number,
-                 final: Path = target) -> None:
-            if number not in {n for n, _ in top_complete(study, k)}:  # fell out while it waited
-                shutil.rmtree(src, ignore_errors=True)
-                return
-            try:
-                copy_folder(src, final)
-            except BaseException:
-                prune_leftovers(final.parent)  # a partial copy must not fill the disk
-                raise
-            shutil.rmtree(src, ignore_errors=True)
-            logger.info("Best model of trial %d kept: %s", number, final)
-
-        writes.attempt(f"model:{trial_number}", f"best model of trial {trial_number} "
-                       f"(waiting in {local})", move, needed=folder_bytes(local))
+        _to_durable(study, layout, k, trial_number, local, writes)
     elif trial_number in keep:
         logger.warning("Trial %d is among the top %d but its best model is missing (%s)",
                        trial_number, k, best_src)
-    for number in layout.kept_model_numbers() - keep:
-        shutil.rmtree(layout.kept_model_dir(number), ignore_errors=True)  # type: ignore[arg-type]
+    for number in (layout.kept_model_numbers() | layout.waiting_model_numbers()) - keep:
+        for folder in (layout.kept_model_dir(number), layout.local_model_dir(number)):
+            shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
+
+
+def _to_durable(study: optuna.Study, layout: StudyLayout, k: int, number: int, src: Path,
+                writes: DurableWrites) -> None:
+    """Copy trial ``number``'s model from ``src`` (local disk) to the durable models folder,
+    now or, when the durable folder refuses, after a later trial (``writes``)."""
+    final = layout.kept_model_dir(number)
+
+    def move() -> None:
+        if number not in {n for n, _ in top_complete(study, k)}:  # fell out while it waited
+            shutil.rmtree(src, ignore_errors=True)
+            return
+        if src != final:
+            try:
+                copy_folder(src, final)  # type: ignore[arg-type]
+            except BaseException:
+                prune_leftovers(final.parent)  # type: ignore[union-attr] # no partial copy left
+                raise
+            shutil.rmtree(src, ignore_errors=True)
+        logger.info("Best model of trial %d kept: %s", number, final)
+
+    writes.attempt(f"model:{number}", f"best model of trial {number} (waiting in {src})", move,
+                   needed=folder_bytes(src))
+
+
+def send_waiting_models(study: optuna.Study, layout: StudyLayout, k: int,
+                        writes: DurableWrites) -> None:
+    """At a session's start: models an earlier session left waiting on local disk (the durable
+    folder refused them) go to the durable folder now, or after a later trial."""
+    for number in sorted(layout.waiting_model_numbers()):
+        src = layout.local_model_dir(number)
+        if number in layout.kept_model_numbers():  # the durable copy is there: a leftover
+            shutil.rmtree(src, ignore_errors=True)  # type: ignore[arg-type]
+            continue
+        logger.info("Best model of trial %d is still only on local disk (%s): sending it to the "
+                    "durable folder", number, src)
+        _to_durable(study, layout, k, number, src, writes)  # type: ignore[arg-type]
 
 
 def _live_roots(study: optuna.Study) -> set[int]:

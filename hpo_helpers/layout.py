@@ -223,9 +223,31 @@ class StudyLayout:
     def local_model_dir(self, number: int) -> Path | None:
         """Local-disk stand-in for :meth:`kept_model_dir` while the durable folder refuses
         writes (full, read-only, unmounted); moved there when it works again."""
+        local = self._local_models_root
+        return None if local is None else local / f"trial_{number}"
+
+    @property
+    def _local_models_root(self) -> Path | None:
         if self.trials_root is None or self.models_root is None:
             return None
-        return self.trials_root.parent.parent / MODELS / self.models_root.name / f"trial_{number}"
+        return self.trials_root.parent.parent / MODELS / self.models_root.name
+
+    def kept_models(self) -> dict[int, Path]:
+        """Trial number -> its kept best model: in the durable folder, or still waiting on
+        local disk (:meth:`local_model_dir`) for the durable folder to take it."""
+        found: dict[int, Path] = {}
+        for root in dict.fromkeys((self._local_models_root, self.models_root)):  # durable wins
+            if root is not None and root.is_dir():
+                found.update({n: p for p in sorted(root.iterdir())
+                              if (n := trial_root_of(p)) is not None and p.is_dir()})
+        return found
+
+    def waiting_model_numbers(self) -> set[int]:
+        """Trial numbers whose kept model waits on local disk (the durable folder refused it)."""
+        local = self._local_models_root
+        if local is None or local == self.models_root or not local.is_dir():
+            return set()
+        return {n for p in local.iterdir() if (n := trial_root_of(p)) is not None}
 
     @property
     def refit_checkpoints(self) -> Path | None:

@@ -182,7 +182,7 @@ def _candidate(cfg: Configs, backbone: str, output_dir: Path | str | None,
         logger.warning("Selection: study %s has no finished trial; skipped", name)
         return None
     layout = paths.layout(name, study.user_attrs.get(CREATED_AT))
-    model = layout.kept_model_dir(best.number)
+    model = layout.kept_models().get(best.number, layout.kept_model_dir(best.number))
     cand = Candidate(backbone, float(best.value), best.user_attrs.get(FOLD_F1_STD),
                      _test_score(study.user_attrs, best.number), study_name=name,
                      best_trial=best.number, model_dir=str(model) if model else None)

@@ -32,7 +32,7 @@ from .durable import DurableWrites, set_aside
 from .errors import CheckpointError, SweepFailedError, TrialOutOfMemoryError
 from .evaluate import after_sweep, record_data
 from .events import SweepEvents, SweepOutcome
-from .housekeeping import disk_usage, keep_top_k, reconcile, snapshot_all
+from .housekeeping import disk_usage, keep_top_k, reconcile, send_waiting_models, snapshot_all
 from .layout import StudyLayout, backbone_cache
 from .mirror import CheckpointMirror
 from .mlflow_setup import TrackingSetup, setup_mlflow_from_config
@@ -354,6 +354,7 @@ def run_sweep(cfg: Configs, *, backbone: str | None = None, dataset_path: Path |
             study.set_user_attr(SESSIONS, int(study.user_attrs.get(SESSIONS, 0)) + 1)
             if opened.shared is None:
                 reconcile(study, o.layout)
+                send_waiting_models(study, o.layout, hpo.keep_top_k, writes)
             # What an earlier session on this VM committed but did not copy (it died in
             # between) goes to the durable folder before anything else happens.
             snapshot_all(opened.paths, tracking, writes)

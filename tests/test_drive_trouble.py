@@ -79,18 +79,19 @@ def test_full_drive_costs_no_trial(project, vm, caplog) -> None:
 
 
 class _Unplug(SweepEvents):
-    """Drive vanishes when trial 0 ends and comes back when trial 1 ends."""
+    """Drive vanishes when trial 0 ends and comes back when trial ``back_after`` ends (never
+    during the sweep: None)."""
 
-    def __init__(self, drive: Path) -> None:
+    def __init__(self, drive: Path, back_after: int | None = 1) -> None:
         super().__init__()
-        self.drive = drive
+        self.drive, self.back_after = drive, back_after
 
     def trial_finished(self, number, state, value, n_complete, best) -> None:
         super().trial_finished(number, state, value, n_complete, best)
         away = self.drive.with_name("MyDrive.unmounted")
         if number == 0:
             self.drive.rename(away)
-        elif number == 1:
+        elif number == self.back_after:
             away.rename(self.drive)
 
 
@@ -150,3 +151,33 @@ def test_injected_enospc_at_the_durable_copy_costs_no_trial(project, tmp_path, c
         out = _sweep(project, detect({"COLAB_GPU": "1"}, root=root))
     _check_everything_local(project, root, out, caplog)
     assert calls["n"] > 0
+
+
+def test_models_waiting_on_local_disk_are_scored_found_and_sent_next_session(
+        project, vm, caplog) -> None:
+    from hpo_helpers.evaluate import best_model_dir
+
+    root, drive = vm
+    rt = detect({"COLAB_GPU": "1"}, root=root)
+    cfg = load_configs(project.config_dir, project.hpo)
+    with caplog.at_level(logging.INFO):
+        out = _sweep(project, rt, events=_Unplug(drive, back_after=None))
+    ranked = sorted(out.study.get_trials(states=(TrialState.COMPLETE,)),
+                    key=lambda t: (-t.value, t.number))
+    top = sorted(t.number for t in ranked[:2])
+    waiting = root.joinpath(*WORKING, "models")
+    assert sorted(int(p.name[6:]) for p in waiting.glob("*/trial_*")) == top
+    # the user still gets the test scores of the top models and `--model best`
+    assert sorted(int(n) for n in out.test_scores) == top
+    best = best_model_dir(cfg, runtime=rt)
+    assert waiting in best.parents and best.name == f"trial_{ranked[0].number}"
+
+    drive.with_name("MyDrive.unmounted").rename(drive)  # Drive is back for the next session
+    with caplog.at_level(logging.INFO):
+        again = _sweep(project, rt)
+    assert again.trials_run == 0
+    models = root.joinpath(*DURABLE, "models")
+    assert sorted(int(p.name[6:]) for p in models.glob("*/trial_*")) == top
+    assert not list(waiting.glob("*/trial_*"))
+    assert models in best_model_dir(cfg, runtime=rt).parents
+    assert (best_model_dir(cfg, runtime=rt) / "metrics.json").is_file()

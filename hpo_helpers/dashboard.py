@@ -95,7 +95,11 @@ def start_dashboard(storage: Path | str, *, host: str = "127.0.0.1", port: int |
         except Exception as exc:  # noqa: BLE001 - the local URL still works in the VM
             logger.warning("Colab port proxy unavailable (%s); dashboard at %s", exc, local)
     logger.info("optuna-dashboard for %s at %s", mask(storage), url)
-    return Dashboard(url, port, proc)
+    dash = Dashboard(url, port, proc)
+    import atexit
+
+    atexit.register(dash.stop)  # no server outlives its kernel (it reads that kernel's copy)
+    return dash
 
 
 def _serve(host: str, port: int) -> None:

@@ -48,7 +48,8 @@ def best_model_dir(cfg: Any, *, backbone: str | None = None,
     refit = layout.refit_model
     if refit is not None and (refit / "config.json").is_file():
         return refit
-    kept = layout.kept_models().get(info["best_trial"])  # on local disk while Drive refused it
+    best = info["best_trial"]  # its model may wait on local disk while Drive refuses it
+    kept = layout.kept_models().get(best, layout.kept_model_dir(best))
     if kept is None or not (kept / "config.json").is_file():
         raise HpoHelpersError(f"the best trial {info['best_trial']} has no kept model at {kept}."
                               " Fix: keep_top_k >= 1, or refit (python -m hpo_helpers refit).")

@@ -92,9 +92,10 @@ def send_waiting_models(study: optuna.Study, layout: StudyLayout, k: int,
                         writes: DurableWrites) -> None:
     """At a session's start: models an earlier session left waiting on local disk (the durable
     folder refused them) go to the durable folder now, or after a later trial."""
+    keep = {n for n, _ in top_complete(study, k)}
     for number in sorted(layout.waiting_model_numbers()):
         src = layout.local_model_dir(number)
-        if number in layout.kept_model_numbers():  # the durable copy is there: a leftover
+        if number in layout.kept_model_numbers() or number not in keep:  # a leftover
             shutil.rmtree(src, ignore_errors=True)  # type: ignore[arg-type]
             continue
         logger.info("Best model of trial %d is still only on local disk (%s): sending it to the "

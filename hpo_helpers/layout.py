@@ -228,8 +228,8 @@ class StudyLayout:
 
     @property
     def _local_models_root(self) -> Path | None:
-        if self.trials_root is None or self.models_root is None:
-            return None
+        if self.trials_root is None or self.models_root is None or self.mirror_root is None:
+            return self.models_root  # no separate durable side (a shared folder): no waiting
         return self.trials_root.parent.parent / MODELS / self.models_root.name
 
     def kept_models(self) -> dict[int, Path]:

@@ -15,6 +15,8 @@ import sqlite3
 import threading
 import urllib.parse
 from pathlib import Path
+from time import time_ns
+from typing import Any
 
 from .durable import copy_bytes, set_aside, sha256
 
@@ -163,36 +165,57 @@ def fetch(durable: Path, working: Path) -> str | None:
 
 
 _read_folder: Path | None = None
+_read_lock = threading.Lock()
+_ORPHAN_WITHOUT_OWNER_S = 3600  # a folder whose maker died before it took its lock
 
 
 def _read_copies() -> Path:
-    """This process's folder of read copies, removed at exit; folders left by processes that
-    died (a killed kernel runs no exit handler) are removed when the next one is made."""
+    """This process's folder of read copies (private, made by ``mkdtemp``), removed at exit.
+
+    Each folder holds a :class:`~hpo_helpers.filelocks.ProcessLock` for the life of its
+    process; a folder whose lock is free belongs to a process that died without running its
+    exit handler (a killed kernel), and is removed when the next process makes its folder."""
     global _read_folder
-    if _read_folder is None:
-        import atexit
-        import shutil
-        import tempfile
+    with _read_lock:
+        if _read_folder is None:
+            import atexit
+            import tempfile
 
-        tmp = Path(tempfile.gettempdir())
-        for old in tmp.glob("hpo-read-*"):
-            pid = old.name.removeprefix("hpo-read-")
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
-        _read_folder = tmp / f"hpo-read-{os.getpid()}"
-        _read_folder.mkdir(exist_ok=True)
-        atexit.register(shutil.rmtree, _read_folder, True)
-    return _read_folder
+            from .filelocks import ProcessLock
+
+            _remove_orphan_copies(Path(tempfile.gettempdir()))
+            folder = Path(tempfile.mkdtemp(prefix=f"hpo-read-{os.getpid()}-"))
+            owner = ProcessLock(folder / ".owner")
+            owner.acquire()
+            atexit.register(_remove_copies, folder, owner)
+            _read_folder = folder
+        return _read_folder
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process, or no signals on this system: leave it alone
-        return True
-    return True
+def _remove_copies(folder: Path, owner: Any) -> None:
+    import shutil
+
+    owner.release()  # first: Windows deletes no open file
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_orphan_copies(tmp: Path) -> None:
+    import shutil
+    import time
+
+    from .filelocks import holder
+
+    for old in tmp.glob("hpo-read-*"):
+        try:
+            if old.is_symlink() or not old.is_dir():
+                continue
+            owner = old / ".owner"
+            dead = holder(owner) is None if owner.exists() else \
+                time.time() - old.stat().st_mtime > _ORPHAN_WITHOUT_OWNER_S
+        except OSError:  # another user's folder: not ours to judge
+            continue
+        if dead:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def readable(db: Path) -> Path:
@@ -200,7 +223,8 @@ def readable(db: Path) -> Path:
     fresh byte copy on local disk (SQLite never opens a Drive file, not even to read).
 
     The copy replaces the previous one by rename, so a reader still open on the previous copy
-    (the panel's dashboard thread) keeps reading a whole file."""
+    (the dashboard) keeps reading a whole file; where the system refuses to replace an open
+    file (Windows), the new copy gets a name of its own."""
     from .layout import on_drive
 
     if not on_drive(db):
@@ -213,9 +237,13 @@ def readable(db: Path) -> Path:
     partial = folder / f"{Path(db).name}.part-{threading.get_ident()}"
     try:
         copy_bytes(db, partial)
-        for suffix in ("-wal", "-shm"):
-            Path(str(local) + suffix).unlink(missing_ok=True)
-        os.replace(partial, local)
+        try:
+            for suffix in ("-wal", "-shm"):
+                Path(str(local) + suffix).unlink(missing_ok=True)
+            os.replace(partial, local)
+        except PermissionError:  # Windows: the previous copy is open
+            local = folder / f"{local.stem}-{time_ns()}{local.suffix}"
+            os.replace(partial, local)
     finally:
         partial.unlink(missing_ok=True)
     logger.info("Reading a local copy of %s (SQLite never opens a Drive file)", db)

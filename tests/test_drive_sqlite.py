@@ -132,13 +132,12 @@ def test_read_copies_of_a_drive_study_are_removed_and_replaced_whole(tmp_path,
               f"print(local, flush=True); "
               f"print(sqlite3.connect(local).execute('select count(*) from t').fetchone()[0], "
               f"flush=True); time.sleep(float(sys.argv[1]))")
-    tmp = Path(tempfile.gettempdir())
     done = subprocess.run([sys.executable, "-c", reader, "0"], capture_output=True, text=True,
                           check=True)
     local, count = done.stdout.split()
     assert count == "1000" and "drive" not in local.lower()
-    assert not Path(local).exists() and not (tmp / f"hpo-read-{local.split('hpo-read-')[1]}"
-                                             ).exists()
+    assert Path(local).parents[1].parent == Path(tempfile.gettempdir())
+    assert not Path(local).parents[1].exists()  # removed at exit
 
     killed = subprocess.Popen([sys.executable, "-c", reader, "60"], stdout=subprocess.PIPE,
                               text=True)
@@ -147,11 +146,17 @@ def test_read_copies_of_a_drive_study_are_removed_and_replaced_whole(tmp_path,
     killed.kill()  # SIGKILL: no exit handler runs
     killed.wait()
     assert left.exists()
+    alive = subprocess.Popen([sys.executable, "-c", reader, "60"], stdout=subprocess.PIPE,
+                             text=True)
+    kept = Path(alive.stdout.readline().strip())
     from hpo_helpers import snapshot
 
     monkeypatch.setattr(snapshot, "_read_folder", None)  # as in a process that made none yet
     first = snapshot.readable(db)
-    assert not left.exists()  # the dead process's copies went when this one made its own
+    assert not left.parents[1].exists()  # the dead process's, when this one made its own
+    assert kept.exists()  # a live process's stay
+    alive.kill()
+    alive.wait()
     held = sqlite3.connect(first)
     cursor = held.execute("select x from t")
     cursor.fetchmany(10)

@@ -8,7 +8,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo_helpers.housekeeping import keep_top_k, reconcile
+from hpo_helpers.durable import DurableWrites
+from hpo_helpers.housekeeping import keep_top_k, reconcile, send_waiting_models
 from hpo_helpers.layout import StudyLayout
 from hpo_helpers.schema import INTERRUPTED, RETRY_OF, RETRY_ROOT, retry_root, study_name
 from hpo_helpers.study import requeue
@@ -85,6 +86,26 @@ def test_kfold_trial_keeps_its_best_folds_model(tmp_path: Path) -> None:
     assert lay.kept_model_numbers() == {1, 2}
     assert (lay.kept_model_dir(1) / "config.json").read_text() == "0.9"
     assert lay.models_root.name == "hpo_x-20260101-000000"
+
+
+def test_waiting_models_are_sent_dropped_or_left_by_the_next_session(tmp_path: Path) -> None:
+    lay = _layout(tmp_path)
+    study = _study(tmp_path)
+    for value in (0.2, 0.9, 0.5, 0.7):  # trials 0..3; the top 2 are 1 and 3
+        study.tell(study.ask(), value)
+    for n in (0, 1, 3):  # waiting on local disk when the last session ended
+        (lay.local_model_dir(n)).mkdir(parents=True)
+        (lay.local_model_dir(n) / "config.json").write_text(str(n))
+    (lay.kept_model_dir(3)).mkdir(parents=True)  # 3 reached Drive; its local copy is left over
+    (lay.kept_model_dir(3) / "config.json").write_text("3")
+    assert lay.kept_models() == {0: lay.local_model_dir(0), 1: lay.local_model_dir(1),
+                                 3: lay.kept_model_dir(3)}
+    gone = DurableWrites(tmp_path / "absent")  # Drive still away: 1 waits, 0 and 3's go
+    send_waiting_models(study, lay, 2, gone)
+    assert lay.waiting_model_numbers() == {1} and len(gone.pending) == 1
+    send_waiting_models(study, lay, 2, DurableWrites(tmp_path))  # Drive back
+    assert lay.waiting_model_numbers() == set() and lay.kept_model_numbers() == {1, 3}
+    assert (lay.kept_model_dir(1) / "config.json").read_text() == "1"
 
 
 def test_sweep_start_removes_what_a_finished_trial_left_behind(project, caplog) -> None:

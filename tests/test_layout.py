@@ -101,6 +101,13 @@ def test_shared_study_layout_lives_under_the_shared_folder(tmp_path: Path) -> No
     lay = StudyLayout.for_study("hpo_tiny", shared_dir=tmp_path)
     assert lay.trials_root == tmp_path / "hpo_tiny" / "trials"
     assert lay.models_root == tmp_path / "hpo_tiny" / "models" and lay.mirror_root is None
+    # one shared folder, no separate durable side: a kept model never waits elsewhere, and two
+    # studies never share a folder
+    other = StudyLayout.for_study("hpo_other", shared_dir=tmp_path)
+    assert lay.local_model_dir(3) == lay.kept_model_dir(3) != other.local_model_dir(3)
+    (other.models_root / "trial_3").mkdir(parents=True)
+    assert lay.kept_models() == {} and lay.waiting_model_numbers() == set()
+    assert other.kept_models() == {3: other.models_root / "trial_3"}
 
 
 # Words that are not paths: the progress bar's label, the MLflow child run's name.

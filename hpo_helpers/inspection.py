@@ -42,6 +42,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+TABLE_ROWS = 20  # a large study's table: its best TABLE_ROWS trials and latest TABLE_ROWS
+
 
 def find_study_files(roots: Iterable[Path | str]) -> list[Path]:
     """Every ``study.db``-like SQLite file under ``roots`` (archived/corrupt copies skipped).
@@ -95,22 +97,39 @@ def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
 
 
 def trials_table(study: optuna.Study) -> pandas.DataFrame:
-    """One row per trial: number, state, value, params, interrupted/retry info, duration."""
+    """One row per trial: number, state, value, params, interrupted/retry info, duration (read
+    with :func:`~hpo_helpers.queries.trial_summaries`, not Optuna's full read)."""
     import pandas as pd
 
+    from .queries import trial_summaries
+
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trial_summaries(study):
         rows.append({
-            "number": t.number, "state": t.state.name, "value": t.value,
+            "number": t.number, "state": t.state, "value": t.value,
             **{f"param_{k}": v for k, v in t.params.items()},
-            INTERRUPTED: bool(t.user_attrs.get(INTERRUPTED, False)),
-            RETRY_OF: t.user_attrs.get(RETRY_OF),
-            RESUMED_FROM_EPOCH: t.user_attrs.get(RESUMED_FROM_EPOCH),
-            **({FOLD_F1: t.user_attrs[FOLD_F1], FOLD_F1_STD: t.user_attrs.get(FOLD_F1_STD)}
-               if FOLD_F1 in t.user_attrs else {}),  # k-fold: per-fold scores and spread
-            "duration_s": t.duration.total_seconds() if t.duration else None,
+            INTERRUPTED: bool(t.attrs.get(INTERRUPTED, False)),
+            RETRY_OF: t.attrs.get(RETRY_OF),
+            RESUMED_FROM_EPOCH: t.attrs.get(RESUMED_FROM_EPOCH),
+            **({FOLD_F1: t.attrs[FOLD_F1], FOLD_F1_STD: t.attrs.get(FOLD_F1_STD)}
+               if FOLD_F1 in t.attrs else {}),  # k-fold: per-fold scores and spread
+            "duration_s": t.duration_s,
         })
     return pd.DataFrame(rows)
+
+
+def _show_trials(study: optuna.Study, display: Any) -> None:
+    """The trials table; a large study's best and latest trials only (said in the log)."""
+    table = trials_table(study)
+    if len(table) <= 2 * TABLE_ROWS:
+        display(table)
+        return
+    logger.info("Study %s has %d trials: showing the %d best and the %d latest "
+                "(hpo_helpers.inspection.trials_table(study) returns them all)",
+                study.study_name, len(table), TABLE_ROWS, TABLE_ROWS)
+    done = table[table["state"] == "COMPLETE"]
+    display(done.sort_values(["value", "number"], ascending=[False, True]).head(TABLE_ROWS))
+    display(table.tail(TABLE_ROWS))
 
 
 def compare_studies(studies: Iterable[optuna.Study]) -> pandas.DataFrame:
@@ -226,7 +245,7 @@ def inspect_all(roots: Iterable[Path | str], *, tracking_uri: str | None = None,
         studies = [s for s in studies if s.study_name.startswith(wanted)]
     for study in studies:
         logger.info("Study %s", study.study_name)
-        display(trials_table(study))
+        _show_trials(study, display)
         table = test_scores_table(study)
         if table is not None:
             display(table)

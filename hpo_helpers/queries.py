@@ -13,20 +13,29 @@ The sampler's own reads (TPE over every finished trial on the first ``ask``) are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .schema import INTERRUPTED, OOM, RETRY_OF, RETRY_ROOT
+from .schema import (
+    FOLD_F1,
+    FOLD_F1_STD,
+    INTERRUPTED,
+    OOM,
+    RESUMED_FROM_EPOCH,
+    RETRY_OF,
+    RETRY_ROOT,
+)
 
 if TYPE_CHECKING:
     import optuna
     import sqlalchemy
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["best_trial", "chain_numbers", "interrupted_numbers", "oom_numbers",
+__all__ = ["TrialSummary", "best_trial", "chain_numbers", "interrupted_numbers", "oom_numbers",
            "recent_durations", "state_counts", "top_complete", "trial_by_number",
-           "trial_numbers", "trials_in"]
+           "trial_numbers", "trial_summaries", "trials_in"]
 
 
 def _backend(study: optuna.Study) -> Any:
@@ -174,3 +183,73 @@ def recent_durations(study: optuna.Study, n: int) -> list[float]:
                                      start.is_not(None), end.is_not(None))
          .order_by(T.number.desc()).limit(n))
     return [(b - a).total_seconds() for a, b in reversed(_rows(study, q))]
+
+
+#: The user attributes a summary carries (what notebook 03's table and the figures show).
+SUMMARY_ATTRS = (INTERRUPTED, RETRY_OF, RESUMED_FROM_EPOCH, FOLD_F1, FOLD_F1_STD)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSummary:
+    """What notebook 03's table and the figures need of a trial, without its full record."""
+
+    number: int
+    state: str
+    value: float | None
+    duration_s: float | None
+    params: dict[str, Any]
+    attrs: dict[str, Any]  # the keys of SUMMARY_ATTRS that the trial has
+    last_reported: float | None  # its last intermediate value (PRUNED and FAIL trials only)
+
+
+def trial_summaries(study: optuna.Study) -> list[TrialSummary]:
+    """Every trial's summary, by number: a few column reads in SQL (0.3 s at 10,000 trials
+    where Optuna's full read takes several seconds)."""
+    if _engine(study) is None:
+        return [TrialSummary(t.number, t.state.name, t.value,
+                             t.duration.total_seconds() if t.duration else None, dict(t.params),
+                             {k: t.user_attrs[k] for k in SUMMARY_ATTRS if k in t.user_attrs},
+                             t.intermediate_values[max(t.intermediate_values)]
+                             if t.intermediate_values and t.state.name in ("PRUNED", "FAIL")
+                             else None)
+                for t in _all(study)]
+    import sqlalchemy as sa
+    from optuna.distributions import json_to_distribution
+    from optuna.storages._rdb.models import TrialIntermediateValueModel as Step
+    from optuna.storages._rdb.models import TrialModel as T
+    from optuna.storages._rdb.models import TrialParamModel as Param
+    from optuna.storages._rdb.models import TrialUserAttributeModel as Attr
+    from optuna.storages._rdb.models import TrialValueModel as Value
+    from optuna.trial import TrialState
+
+    mine = T.study_id == study._study_id
+    rows = _rows(study, sa.select(T.trial_id, T.number, T.state, T._datetime_start_utc,
+                                  T._datetime_complete_utc, Value.value, Value.value_type)
+                 .outerjoin(Value, sa.and_(Value.trial_id == T.trial_id, Value.objective == 0))
+                 .where(mine).order_by(T.number))
+    params: dict[int, dict[str, Any]] = {}
+    dists: dict[str, Any] = {}
+    for tid, name, internal, dist_json in _rows(study, sa.select(
+            Param.trial_id, Param.param_name, Param.param_value, Param.distribution_json)
+            .join(T, T.trial_id == Param.trial_id).where(mine)):
+        dist = dists.get(dist_json) or dists.setdefault(dist_json,
+                                                        json_to_distribution(dist_json))
+        params.setdefault(tid, {})[name] = dist.to_external_repr(internal)
+    attrs: dict[int, dict[str, Any]] = {}
+    for tid, key, value in _rows(study, sa.select(Attr.trial_id, Attr.key, Attr.value_json)
+                                 .join(T, T.trial_id == Attr.trial_id)
+                                 .where(mine, Attr.key.in_(SUMMARY_ATTRS))):
+        attrs.setdefault(tid, {})[key] = json.loads(value)
+    last: dict[int, tuple[int, float]] = {}
+    for tid, step, value, kind in _rows(study, sa.select(
+            Step.trial_id, Step.step, Step.intermediate_value, Step.intermediate_value_type)
+            .join(T, T.trial_id == Step.trial_id)
+            .where(mine, T.state.in_((TrialState.PRUNED, TrialState.FAIL)))):
+        if tid not in last or step > last[tid][0]:
+            last[tid] = (step, Step.stored_repr_to_intermediate_value(value, kind))
+    return [TrialSummary(int(number), state.name,
+                         Value.stored_repr_to_value(value, kind) if kind is not None else None,
+                         (end - start).total_seconds() if start and end else None,
+                         params.get(tid, {}), attrs.get(tid, {}),
+                         last[tid][1] if tid in last else None)
+            for tid, number, state, start, end, value, kind in rows]

@@ -2,7 +2,8 @@
 
 * ``history``: validation F1 (strict) by trial number, best so far as a step line; pruned
   trials at their last reported value, interrupted attempts and their retries marked;
-* ``learning_curves``: validation F1 by epoch for every trial, pruned ones cut with an x;
+* ``learning_curves``: validation F1 by epoch for every trial (a large study: its 10 best and
+  10 latest), pruned ones cut with an x;
 * ``params``: validation F1 against each searched hyperparameter (log axis where searched so);
 * ``test_per_type``: test F1 per entity type of the best trial's kept model (after ``evaluate``);
 * ``backbones``: best validation and test F1 per study, when several studies are given.
@@ -16,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .queries import best_trial, top_complete, trial_by_number, trial_numbers, trial_summaries
 from .schema import FINGERPRINT, INTERRUPTED, RETRY_OF, TEST_SCORES
 
 __all__ = ["figures", "load_study", "log_params", "objective_label", "write_report"]
@@ -49,29 +51,25 @@ def _plt() -> Any:
     return plt
 
 
-def _last(trial: Any) -> float | None:
-    iv = trial.intermediate_values
-    return iv[max(iv)] if iv else None
+CURVES = 10  # a large study's learning curves: its best CURVES trials and latest CURVES
 
 
 def _history(study: Any, plt: Any) -> Any:
     val = objective_label(study)
     from matplotlib.ticker import MaxNLocator
 
-    trials = study.get_trials(deepcopy=False)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     groups: dict[str, list[tuple[int, float]]] = {"complete": [], "pruned": [],
                                                   "interrupted": [], "retry": []}
     best, best_line = None, []
-    for t in trials:
-        if t.state.name == "COMPLETE" and t.value is not None:
-            groups["retry" if RETRY_OF in t.user_attrs else "complete"].append(
-                (t.number, t.value))
+    for t in trial_summaries(study):
+        if t.state == "COMPLETE" and t.value is not None:
+            groups["retry" if RETRY_OF in t.attrs else "complete"].append((t.number, t.value))
             best = t.value if best is None else max(best, t.value)
-        elif t.state.name == "PRUNED" and _last(t) is not None:
-            groups["pruned"].append((t.number, _last(t)))
-        elif t.user_attrs.get(INTERRUPTED):
-            groups["interrupted"].append((t.number, _last(t) or 0.0))
+        elif t.state == "PRUNED" and t.last_reported is not None:
+            groups["pruned"].append((t.number, t.last_reported))
+        elif t.attrs.get(INTERRUPTED):
+            groups["interrupted"].append((t.number, t.last_reported or 0.0))
         if best is not None:
             best_line.append((t.number, best))
     styles = {"complete": ("o", "tab:blue", "complete"),
@@ -98,7 +96,11 @@ def _learning_curves(study: Any, plt: Any) -> Any:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for t in study.get_trials(deepcopy=False):
+    numbers = sorted(trial_numbers(study))
+    subset = len(numbers) > 2 * CURVES  # a large study: its best and its latest trials
+    if subset:
+        numbers = sorted({n for n, _ in top_complete(study, CURVES)} | set(numbers[-CURVES:]))
+    for t in (trial_by_number(study, n) for n in numbers):
         iv = t.intermediate_values
         if not iv:
             continue
@@ -113,8 +115,10 @@ def _learning_curves(study: Any, plt: Any) -> Any:
     ax.set_xlabel("epoch")
     ax.set_ylabel(val)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{study.study_name}: learning curves (x: pruned)")
-    if len(ax.lines) <= 12:
+    ax.set_title(f"{study.study_name}: learning curves (x: pruned)" if not subset else
+                 f"{study.study_name}: learning curves of the {CURVES} best and {CURVES} "
+                 "latest trials (x: pruned)")
+    if 0 < len(ax.lines) <= 2 * CURVES:
         ax.legend(fontsize="x-small", ncol=2)
     ax.grid(alpha=0.3)
     return fig
@@ -122,8 +126,7 @@ def _learning_curves(study: Any, plt: Any) -> Any:
 
 def _params(study: Any, plt: Any, log_scale: set[str]) -> Any | None:
     val = objective_label(study)
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.state.name == "COMPLETE" and t.value is not None]
+    done = [t for t in trial_summaries(study) if t.state == "COMPLETE" and t.value is not None]
     names = sorted({k for t in done for k in t.params})
     if not names:
         return None
@@ -145,17 +148,17 @@ def _params(study: Any, plt: Any, log_scale: set[str]) -> Any | None:
 
 def _test_per_type(study: Any, plt: Any) -> Any | None:
     tested = study.user_attrs.get(TEST_SCORES) or {}
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not done or str(study.best_trial.number) not in tested:
+    best = best_trial(study)
+    if best is None or str(best.number) not in tested:
         return None
-    scores = tested[str(study.best_trial.number)]
+    scores = tested[str(best.number)]
     rows = sorted(scores["per_type"].items(), key=lambda kv: kv[1]["f1"])
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
     ax.barh([k for k, _ in rows], [v["f1"] for _, v in rows], color="tab:blue")
     ax.set_xlim(0, 1)
     ax.set_xlabel("test F1 (strict)")
     ax.set_ylabel("entity type")
-    ax.set_title(f"{study.study_name}: test F1 per type, trial {study.best_trial.number} "
+    ax.set_title(f"{study.study_name}: test F1 per type, trial {best.number} "
                  f"(micro {scores['f1']:.3f}, macro {scores['macro_f1']:.3f})")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -165,10 +168,9 @@ def _test_per_type(study: Any, plt: Any) -> Any | None:
 def _backbones(studies: dict[str, Any], plt: Any) -> Any | None:
     rows = []
     for name, study in studies.items():
-        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        if not done:
+        best = best_trial(study)
+        if best is None:
             continue
-        best = study.best_trial
         test = (study.user_attrs.get(TEST_SCORES) or {}).get(str(best.number), {})
         rows.append((name, best.value, test.get("f1")))
     if len(rows) < 2:

@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
-from hpo_helpers.inspection import compare_studies, load_studies
+from hpo_helpers.inspection import compare_studies, inspect_all, load_studies, trials_table
 from hpo_helpers.queries import trials_in
 from hpo_helpers.status import plan, status
 
@@ -157,10 +157,32 @@ def test_status_panel_and_resume_agree_with_a_full_load(large_study, project) ->
             assert panel["action"] == \
                 f"Resume: {counts['COMPLETE']} of {counts['COMPLETE'] + 1} trials complete"
             assert panel["stale"] == RUNNING
-        summary = compare_studies(load_studies([url])).iloc[0]  # notebook 03's summary
+        [read] = load_studies([url])
+        summary = compare_studies([read]).iloc[0]  # notebook 03's summary
         assert (summary["complete"], summary["pruned"], summary["failed"],
                 summary["best_trial"], summary["best_value"]) == (
             counts["COMPLETE"], counts["PRUNED"], counts["FAIL"], best.number, best.value)
+        table = trials_table(read)  # 03's table and figures read columns, not whole trials
+        shown: list[Any] = []
+        mlflow = f"sqlite:///{project.output_dir / 'mlflow.db'}"
+        inspect_all([project.output_dir] if shared is None else [], tracking_uri=mlflow,
+                    storage_url=shared, display=shown.append)
+    trials = optuna.load_study(study_name="hpo_tiny", storage=url).get_trials(deepcopy=False)
+    assert table["number"].tolist() == [t.number for t in trials]
+    assert table["state"].tolist() == [t.state.name for t in trials]
+    assert table["value"].fillna(-1).tolist() == [-1 if t.value is None else t.value
+                                                  for t in trials]
+    assert table["param_learning_rate"].tolist() == [t.params["learning_rate"] for t in trials]
+    assert table["interrupted"].sum() == sum(bool(t.user_attrs.get("interrupted"))
+                                             for t in trials)
+    tables = [x for x in shown if hasattr(x, "columns") and "state" in x.columns]
+    assert [len(t) for t in tables] == [20, 20]  # the best 20 and the latest 20
+    assert tables[0]["number"].iloc[0] == best.number
+    assert tables[1]["number"].iloc[-1] == N - 1
+    titles = [ax.get_title() for x in shown if hasattr(x, "savefig") for ax in x.axes]
+    assert "hpo_tiny: validation F1 (strict) by trial" in titles
+    assert "hpo_tiny: learning curves of the 10 best and 10 latest trials (x: pruned)" in titles
+    with no_full_reads():
         with mock.patch("hpo_helpers.sweep.fit", stub_fit):
             outcome = run_sweep(more, output_dir=project.output_dir, storage_url=shared)
         after = status(more, **where)

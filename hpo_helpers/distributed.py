@@ -10,7 +10,8 @@ every worker runs the same command and shares ``hpo_{backbone}``:
 * **Dead workers**: each running trial records a heartbeat from a background thread every
   ``heartbeat_interval`` seconds, whatever the length of a training step; a trial whose
   heartbeat is older than ``grace_period`` is failed by Optuna's ``fail_stale_trials`` (one
-  worker wins the update), tagged ``interrupted`` and re-queued once with the same params. The
+  worker wins the update; under the budget lock, so its retry is queued before any worker
+  counts the budget again), tagged ``interrupted`` and re-queued once with the same params. The
   retry resumes from the trial's checkpoint when ``shared_checkpoint_dir`` is storage every
   worker sees, else it starts over.
 """
@@ -131,12 +132,16 @@ class SharedStudy:
                 conn.commit()
 
     def reserve(self, study: Any, max_trials: int) -> Any | None:
-        """``study.ask()`` unless COMPLETE + RUNNING trials cover the budget (then None)."""
+        """``study.ask()`` unless COMPLETE + RUNNING trials cover the budget (then None);
+        trials whose worker died are failed (and their retry queued) first."""
         from optuna.trial import TrialState
 
         from .queries import state_counts
 
         with self.exclusive("budget"):
+            # A dead worker's trial is failed and its retry queued under the same lock, so no
+            # worker counts the budget between the two and starts a new trial in its place.
+            fail_stale_trials(study)
             counts = state_counts(study)
             taken = counts[TrialState.COMPLETE.name] + counts[TrialState.RUNNING.name]
             if taken >= max_trials:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .device import default_device, using
-from .distributed import fail_stale_trials
 from .housekeeping import free_memory, snapshot_all
 
 if TYPE_CHECKING:
@@ -94,8 +93,6 @@ def work(sweep: _Sweep, trial_bar: Any) -> None:
 def _next(sweep: _Sweep) -> optuna.Trial | None:
     """Claim the next trial (holding ``claims.cond``); None: stop (reason recorded)."""
     while True:
-        if sweep.shared is not None:
-            fail_stale_trials(sweep.study)
         n_complete = sweep.n_complete()
         reason = sweep._why_stop(n_complete)
         if reason is not None:

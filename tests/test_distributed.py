@@ -97,6 +97,46 @@ def test_three_workers_share_the_budget_exactly(project, pg_url) -> None:
         assert "postgres:***@127.0.0.1" in out
 
 
+def test_a_dead_workers_retry_is_queued_before_another_worker_counts_the_budget(
+        pg_url) -> None:
+    """Failing a dead worker's trial and queueing its retry is one step under the budget
+    lock: a worker that claims meanwhile waits, then finds the retry's place taken, instead
+    of starting a new trial in it (the retry would then never run)."""
+    from hpo_helpers.distributed import SharedStudy, open_storage
+    from hpo_helpers.study import requeue
+
+    in_callback = threading.Event()
+
+    def on_stale(study, frozen) -> None:
+        in_callback.set()
+        time.sleep(1.0)  # a slow callback (MLflow): the other worker claims meanwhile
+        requeue(study, frozen)
+
+    def worker():
+        storage = open_storage(pg_url, heartbeat_interval=1, grace_period=1, on_stale=on_stale)
+        return optuna.load_study(study_name="s", storage=storage), SharedStudy(storage, "s")
+
+    optuna.create_study(study_name="s", storage=pg_url, direction="maximize")
+    (a_study, a), (b_study, b) = worker(), worker()
+    done = a_study.ask()
+    done.suggest_float("x", 0, 1)
+    a_study.tell(done, 0.5)
+    dead = a_study.ask()  # its worker dies after one heartbeat
+    dead.suggest_float("x", 0, 1)
+    a.storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)  # past the grace period
+    got: dict[str, optuna.Trial | None] = {}
+    first = threading.Thread(target=lambda: got.setdefault("a", a.reserve(a_study, 2)))
+    first.start()
+    assert in_callback.wait(30)
+    got["b"] = b.reserve(b_study, 2)
+    first.join(30)
+    claimed = [t for t in got.values() if t is not None]
+    assert len(claimed) == 1, got  # budget 2: the COMPLETE trial and the retry
+    assert claimed[0].user_attrs["retry_of"] == dead.number
+    assert claimed[0].suggest_float("x", 0, 1) == dead.params["x"]  # the same params
+
+
 @pytest.mark.slow
 def test_killed_worker_trial_is_retried_from_its_checkpoint(project, pg_url, tmp_path) -> None:
     shared = tmp_path / "shared-ckpt"

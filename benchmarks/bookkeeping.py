@@ -5,7 +5,8 @@ For each size N a study with N trials is seeded in one transaction (``_seed``), 
 * baseline: plain Optuna's load + count + best (``load_study``, ``get_trials``, ``best_trial``),
   measured in this run, on this machine; every other figure is also given as a ratio to it;
 * ``status``: the in-process call (median of 3) and the CLI's wall time (``status --json`` in a
-  new process, imports included);
+  new process, imports included); notebook 03's trials table (``notebook03_table_s``, read
+  column by column; compare with the baseline's full read);
 * resume: the real sweep on a simulated Colab layout (snapshots to a simulated Drive, MLflow),
   training replaced by a stub, from the sweep call to the first training step. The sampler's
   own time (``ask`` and its per-parameter sampling; TPE reads every finished trial on its
@@ -135,6 +136,18 @@ def _status_cli_s(work: Path, db: Path, hpo_path: Path) -> float:
     return time.perf_counter() - start
 
 
+def _table_s(url: str) -> float:
+    """Notebook 03's trials table of the study (a fresh storage: no warm cache)."""
+    import optuna
+
+    from hpo_helpers.inspection import trials_table
+
+    study = optuna.load_study(study_name="hpo_tiny", storage=url)
+    start = time.perf_counter()
+    trials_table(study)
+    return time.perf_counter() - start
+
+
 def measure(n: int, work: Path, extra: int) -> dict:
     from hpo_helpers import load_configs, run_sweep
     from hpo_helpers import sweep as sweep_module
@@ -165,6 +178,7 @@ def measure(n: int, work: Path, extra: int) -> dict:
         times.append(time.perf_counter() - start)
     status_s = statistics.median(times)
     cli_s = _status_cli_s(work, db, hpo_path)
+    table_s = _table_s(url)
     tracking = setup_mlflow_cross_platform("bookkeeping", runtime=rt)
     clock, sampler_clock = _Clock(), _SamplerClock()
     from hpo_helpers import opening
@@ -209,6 +223,7 @@ def measure(n: int, work: Path, extra: int) -> dict:
             "resume_to_first_step_s": round(clock.first_step - start, 3),
             "status_s": round(status_s, 4), "status_vs_baseline": round(status_s / baseline, 4),
             "status_cli_wall_s": round(cli_s, 3),
+            "notebook03_table_s": round(table_s, 3),
             "bookkeeping_s_per_trial": round(per_trial, 4),
             "sampler_s_per_trial": round(sampler_per_trial, 4)}
 
@@ -239,8 +254,9 @@ def _checkpoint_write_s(backbone: str) -> float:
 def _growth(small: dict, large: dict) -> dict:
     """How much each figure grew from one size to the next (a ratio)."""
     return {k: round(large[k] / small[k], 2) if small[k] else None
-            for k in ("resume_s", "status_s", "status_cli_wall_s", "bookkeeping_s_per_trial",
-                      "baseline_load_count_best_s", "sampler_first_ask_s")}
+            for k in ("resume_s", "status_s", "status_cli_wall_s", "notebook03_table_s",
+                      "bookkeeping_s_per_trial", "baseline_load_count_best_s",
+                      "sampler_first_ask_s")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             record("bookkeeping", report, notes="resume_s = sweep call to the first (stubbed) "
                    "training step minus the sampler's time (sampler_first_ask_s, Optuna's TPE, "
                    "reported apart); status_s = in-process call, status_cli_wall_s = a new "
-                   "process; *_vs_baseline = ratio to plain Optuna's load + count + best in "
+                   "process; notebook03_table_s = notebook 03's table of every trial; "
+                   "*_vs_baseline = ratio to plain Optuna's load + count + best in "
                    "the same run; per trial = a sweep cycle with training stubbed (tell, stale "
                    "scan, budget count, top-k, snapshots to a simulated Drive, MLflow) without "
                    "the sampler. " + args.notes)

@@ -10,10 +10,10 @@ every worker runs the same command and shares ``hpo_{backbone}``:
 * **Dead workers**: each running trial records a heartbeat from a background thread every
   ``heartbeat_interval`` seconds, whatever the length of a training step; a trial whose
   heartbeat is older than ``grace_period`` is failed by Optuna's ``fail_stale_trials`` (one
-  worker wins the update; under the budget lock, so its retry is queued before any worker
-  counts the budget again), tagged ``interrupted`` and re-queued once with the same params. The
-  retry resumes from the trial's checkpoint when ``shared_checkpoint_dir`` is storage every
-  worker sees, else it starts over.
+  worker wins the update; on PostgreSQL under the budget lock, so its retry is queued before
+  any worker counts the budget again), tagged ``interrupted`` and re-queued once with the same
+  params. The retry resumes from the trial's checkpoint when ``shared_checkpoint_dir`` is
+  storage every worker sees, else it starts over.
 """
 
 from __future__ import annotations

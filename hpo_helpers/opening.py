@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .layout import StudyLayout, seed_study_files
@@ -45,9 +46,13 @@ def open_run(hpo: Any, backbone: str, url: str | None, local: StudyPaths | None,
             logger.warning("Trial %d lost its worker (no heartbeat for %d s): marked FAIL%s",
                            frozen.number, hpo.grace_period,
                            " and re-queued once with the same params" if first else "")
-            tracker.trial_interrupted(frozen)
             if first:
                 requeue(study, frozen)
+            # This runs under the workers' budget lock (``SharedStudy.reserve``): MLflow goes
+            # to a thread, so a slow tracking server never stalls every worker's claim (a
+            # child left RUNNING is ended KILLED by the next session's reconcile).
+            threading.Thread(target=tracker.trial_interrupted, args=(frozen,), daemon=True,
+                             name=f"mlflow-stale-{frozen.number}").start()
 
         opened = open_shared_study(hpo=hpo, backbone=backbone, url=url, fingerprint_parts=parts,
                                    sampler=sampler, pruner=pruner, on_stale=on_stale)

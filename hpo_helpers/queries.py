@@ -1,7 +1,7 @@
 """Targeted reads of a study: what resume, ``status``, the panel and the summaries need.
 
 Optuna's ``study.get_trials`` goes through its cached storage, whose first read of a study
-loads every trial (params, attributes, intermediate values), whatever ``states`` asks for: 5 s
+loads every trial (params, attributes, intermediate values), whatever ``states`` asks for: 3.6 s
 at 10,000 trials on two cores. The readers here never do that. On a database storage (SQLite,
 PostgreSQL) they query Optuna's tables through the storage's own engine (counts by state, the
 best trial, the top k values, recent durations, retry-chain numbers) or use the storage's
@@ -231,7 +231,8 @@ def trial_summaries(study: optuna.Study) -> list[TrialSummary]:
     dists: dict[str, Any] = {}
     for tid, name, internal, dist_json in _rows(study, sa.select(
             Param.trial_id, Param.param_name, Param.param_value, Param.distribution_json)
-            .join(T, T.trial_id == Param.trial_id).where(mine)):
+            .join(T, T.trial_id == Param.trial_id).where(mine)
+            .order_by(Param.trial_id, Param.param_id)):  # suggestion order, as Optuna's
         dist = dists.get(dist_json) or dists.setdefault(dist_json,
                                                         json_to_distribution(dist_json))
         params.setdefault(tid, {})[name] = dist.to_external_repr(internal)

@@ -118,7 +118,7 @@ def _learning_curves(study: Any, plt: Any) -> Any:
     ax.set_title(f"{study.study_name}: learning curves (x: pruned)" if not subset else
                  f"{study.study_name}: learning curves of the {CURVES} best and {CURVES} "
                  "latest trials (x: pruned)")
-    if 0 < len(ax.lines) <= 2 * CURVES:
+    if 0 < len(ax.lines) <= (2 * CURVES if subset else 12):
         ax.legend(fontsize="x-small", ncol=2)
     ax.grid(alpha=0.3)
     return fig

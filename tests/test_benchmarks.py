@@ -36,6 +36,7 @@ def test_bookkeeping_reports_per_size_and_resume_latency() -> None:
     assert [row["trials_in_study"] for row in r["per_size"]] == [10, 30]
     assert r["resume_latency_s_at_largest"] > 0 and r["checkpoint_write_s_minilm"] > 0
     assert r["growth"]["10->30"]["resume_s"] > 0 and r["per_size"][1]["status_cli_wall_s"] > 0
+    assert r["per_size"][1]["notebook03_table_s"] > 0
 
 
 def test_quality_prints_test_scores_of_sweep_and_refit() -> None:

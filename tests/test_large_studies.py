@@ -173,6 +173,8 @@ def test_status_panel_and_resume_agree_with_a_full_load(large_study, project) ->
     assert table["value"].fillna(-1).tolist() == [-1 if t.value is None else t.value
                                                   for t in trials]
     assert table["param_learning_rate"].tolist() == [t.params["learning_rate"] for t in trials]
+    assert [c for c in table.columns if c.startswith("param_")] == [  # suggestion order
+        f"param_{k}" for k in trials[0].params]
     assert table["interrupted"].sum() == sum(bool(t.user_attrs.get("interrupted"))
                                              for t in trials)
     tables = [x for x in shown if hasattr(x, "columns") and "state" in x.columns]

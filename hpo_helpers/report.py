@@ -54,7 +54,7 @@ def _plt() -> Any:
 CURVES = 10  # a large study's learning curves: its best CURVES trials and latest CURVES
 
 
-def _history(study: Any, plt: Any) -> Any:
+def _history(study: Any, trials: list[Any], plt: Any) -> Any:
     val = objective_label(study)
     from matplotlib.ticker import MaxNLocator
 
@@ -62,7 +62,7 @@ def _history(study: Any, plt: Any) -> Any:
     groups: dict[str, list[tuple[int, float]]] = {"complete": [], "pruned": [],
                                                   "interrupted": [], "retry": []}
     best, best_line = None, []
-    for t in trial_summaries(study):
+    for t in trials:
         if t.state == "COMPLETE" and t.value is not None:
             groups["retry" if RETRY_OF in t.attrs else "complete"].append((t.number, t.value))
             best = t.value if best is None else max(best, t.value)
@@ -124,9 +124,9 @@ def _learning_curves(study: Any, plt: Any) -> Any:
     return fig
 
 
-def _params(study: Any, plt: Any, log_scale: set[str]) -> Any | None:
+def _params(study: Any, trials: list[Any], plt: Any, log_scale: set[str]) -> Any | None:
     val = objective_label(study)
-    done = [t for t in trial_summaries(study) if t.state == "COMPLETE" and t.value is not None]
+    done = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
     names = sorted({k for t in done for k in t.params})
     if not names:
         return None
@@ -197,9 +197,10 @@ def figures(studies: dict[str, Any], log_scale: set[str] | frozenset[str] | None
     plt = _plt()
     out: dict[str, Any] = {}
     for name, study in studies.items():
-        for kind, fig in (("history", _history(study, plt)),
+        trials = trial_summaries(study)  # read once for both figures
+        for kind, fig in (("history", _history(study, trials, plt)),
                           ("learning_curves", _learning_curves(study, plt)),
-                          ("params", _params(study, plt, log_params(study)
+                          ("params", _params(study, trials, plt, log_params(study)
                                              if log_scale is None else set(log_scale))),
                           ("test_per_type", _test_per_type(study, plt))):
             if fig is not None:

@@ -120,15 +120,22 @@ def score_kept_models(study: Any, kept: dict[int, Path], docs: Sequence[Document
     for number, folder in sorted(numbers.items()):
         if number in stored and not again:
             continue
-        scores = score_model(folder, docs, cfg)
-        new[number] = scores
         metrics_file = folder / METRICS_FILE
         try:
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        except (OSError, ValueError):
-            metrics = {}
-        metrics["test"] = scores
-        metrics_file.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+            scores = score_model(folder, docs, cfg)
+            try:
+                metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            except (OSError, ValueError):
+                metrics = {}
+            metrics["test"] = scores
+            metrics_file.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        except (HpoHelpersError, OSError):
+            if folder.is_dir():
+                raise
+            # another worker of a shared study dropped it from the top k meanwhile
+            logger.info("Trial %d's model left the top k while it was scored: skipped", number)
+            continue
+        new[number] = scores
         logger.info("Test scores of trial %d: F1 %.4f, macro F1 %.4f (%d documents) -> %s",
                     number, scores["f1"], scores["macro_f1"], len(docs), metrics_file)
     if new:

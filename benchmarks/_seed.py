@@ -83,7 +83,7 @@ def seed_study(url: str, name: str, n: int, *, running: int = 0,
 
 def stub_fit(**kwargs: Any) -> Any:
     """``train.fit`` without training: every epoch reports F1 0.5 at once."""
-    from hpo_helpers.train import FitResult
+    from hpo_helpers.training.train import FitResult
 
     m: dict[str, Any] = {}
     for epoch in range(int(kwargs["params"]["epochs"])):

@@ -69,7 +69,7 @@ class _Clock:
     """SweepEvents recording when things happen."""
 
     def __init__(self) -> None:
-        from hpo_helpers.sweep import SweepEvents
+        from hpo_helpers import SweepEvents
 
         clock = self
 
@@ -140,7 +140,7 @@ def _table_s(url: str) -> float:
     """Notebook 03's trials table of the study (a fresh storage: no warm cache)."""
     import optuna
 
-    from hpo_helpers.inspection import trials_table
+    from hpo_helpers.results.inspection import trials_table
 
     study = optuna.load_study(study_name="hpo_tiny", storage=url)
     start = time.perf_counter()
@@ -149,13 +149,13 @@ def _table_s(url: str) -> float:
 
 
 def measure(n: int, work: Path, extra: int) -> dict:
+    import hpo_helpers.sweep.session as sweep_module
     from hpo_helpers import load_configs, run_sweep
-    from hpo_helpers import sweep as sweep_module
-    from hpo_helpers.data import load_dataset
-    from hpo_helpers.mlflow_setup import setup_mlflow_cross_platform
-    from hpo_helpers.runtime import detect
-    from hpo_helpers.status import status
-    from hpo_helpers.study import fingerprint
+    from hpo_helpers.core.runtime import detect
+    from hpo_helpers.data.dataset import load_dataset
+    from hpo_helpers.study.status import status
+    from hpo_helpers.study.store import fingerprint
+    from hpo_helpers.tracking.setup import setup_mlflow_cross_platform
 
     root = work / f"vm{n}"
     (root / "content" / "drive" / "MyDrive").mkdir(parents=True)
@@ -181,7 +181,7 @@ def measure(n: int, work: Path, extra: int) -> dict:
     table_s = _table_s(url)
     tracking = setup_mlflow_cross_platform("bookkeeping", runtime=rt)
     clock, sampler_clock = _Clock(), _SamplerClock()
-    from hpo_helpers import opening
+    from hpo_helpers.study import opening
 
     real = opening.sampler_and_pruner
 
@@ -196,17 +196,16 @@ def measure(n: int, work: Path, extra: int) -> dict:
 
     study_clock = _SamplerClock()  # opening the study (recovery, counts) and reconcile
     snap_clock = _SamplerClock()  # whole-file copies of the study and MLflow databases
-    with mock.patch("hpo_helpers.sweep.fit", stub_fit), \
-            mock.patch("hpo_helpers.opening.sampler_and_pruner", timed_sampler), \
-            mock.patch("hpo_helpers.sweep.open_run", study_clock.wrap(sweep_module.open_run)), \
-            mock.patch("hpo_helpers.sweep.reconcile", study_clock.wrap(sweep_module.reconcile)), \
-            mock.patch("hpo_helpers.sweep.snapshot_all",
-                       snap_clock.wrap(sweep_module.snapshot_all)), \
-            mock.patch("hpo_helpers.workers.snapshot_all",  # after each trial
+    with mock.patch("hpo_helpers.study.opening.sampler_and_pruner", timed_sampler), \
+            mock.patch("hpo_helpers.sweep.session.open_run",
+                       study_clock.wrap(sweep_module.open_run)), \
+            mock.patch("hpo_helpers.sweep.session.reconcile",
+                       study_clock.wrap(sweep_module.reconcile)), \
+            mock.patch("hpo_helpers.sweep.session.snapshot_all",  # also after each trial
                        snap_clock.wrap(sweep_module.snapshot_all)), \
             mock.patch.object(optuna.Study, "ask", sampler_clock.wrap(optuna.Study.ask)):
         start = time.perf_counter()
-        run_sweep(cfg, runtime=rt, tracking=tracking, events=clock.events)
+        run_sweep(cfg, runtime=rt, tracking=tracking, events=clock.events, fit=stub_fit)
     first_ask = sampler_clock.within(start, clock.first_step)
     resume = clock.first_step - start - first_ask
     ends = clock.finished
@@ -231,9 +230,9 @@ def measure(n: int, work: Path, extra: int) -> dict:
 def _checkpoint_write_s(backbone: str) -> float:
     import torch
 
-    from hpo_helpers.backbones import load_backbone
-    from hpo_helpers.checkpoints import write_checkpoint
-    from hpo_helpers.data import label_list
+    from hpo_helpers.data.dataset import label_list
+    from hpo_helpers.storage.checkpoints import write_checkpoint
+    from hpo_helpers.training.backbones import load_backbone
 
     bb = load_backbone(backbone, REPO / "config", texts=["a b c"],
                        cache_dir=Path(tempfile.mkdtemp()))

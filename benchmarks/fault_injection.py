@@ -49,7 +49,7 @@ WORKING = ("content", "resume-ner", "outputs", "hpo", "tiny")
 MLFLOW_DURABLE = ("content", "drive", "MyDrive", "resume-ner-checkpoints", "mlruns", "mlflow.db")
 POINTS = ["train_step", "checkpoint_write", "checkpoint_mirror", "snapshot_copy", "db_commit",
           "timer"]
-STEP = re.compile(r"hpo_helpers\.train: step (\d+)/(\d+)")
+STEP = re.compile(r"hpo_helpers\.training\.train: step (\d+)/(\d+)")
 STARTED = re.compile(r"Trial (\d+) started( \(retry of trial (\d+)\))?")
 RESTORED = re.compile(r"Checkpoint restored: .* \(epoch \d+, step (\d+) of \d+\)")
 
@@ -108,7 +108,7 @@ def _run(root: Path, hpo: Path, kill_at: str | None, delay: float | None) -> tup
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
-    from hpo_helpers.snapshot import read_only_uri
+    from hpo_helpers.storage.snapshot import read_only_uri
 
     if not db.exists():
         return []
@@ -182,7 +182,7 @@ class Readers:
 
     def __init__(self, root: Path, hpo: Path, working_db: Path, interval: float = 0.3) -> None:
         from hpo_helpers import load_configs
-        from hpo_helpers.runtime import detect
+        from hpo_helpers.core.runtime import detect
 
         self.cfg = load_configs(hpo.parent.parent, hpo)
         self.runtime = detect(_env(root, None), root=root)
@@ -208,12 +208,12 @@ class Readers:
                         self.calls[kind] += 1
                 except Exception as exc:  # noqa: BLE001 - every reader failure is counted
                     self.calls[kind] += 1
-                    from hpo_helpers.redaction import mask
+                    from hpo_helpers.core.redaction import mask
 
                     self.errors[kind].append(mask(f"{type(exc).__name__}: {exc}")[:300])
 
     def _status(self) -> bool:
-        from hpo_helpers.sweep import status
+        from hpo_helpers import study_status as status
 
         status(self.cfg, runtime=self.runtime)
         return True
@@ -232,7 +232,7 @@ class Readers:
         return True
 
     def _dashboard(self) -> bool:
-        from hpo_helpers.dashboard import start_dashboard
+        from hpo_helpers.frontends.dashboard import start_dashboard
 
         if self.dashboard is None:
             if not _query(self.working_db, "SELECT 1 FROM studies"):

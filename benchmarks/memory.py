@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import yaml
 
-    from hpo_helpers import load_configs, run_sweep
-    from hpo_helpers.sweep import SweepEvents
+    from hpo_helpers import SweepEvents, load_configs, run_sweep
 
     logging.disable(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="hpo-memory-"))

@@ -26,10 +26,10 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
 
 
 def _windows(model: str, docs: int, max_length: int, stride: int):
-    from hpo_helpers.backbones import load_backbone
-    from hpo_helpers.config import load_data_config
-    from hpo_helpers.data import load_dataset
-    from hpo_helpers.encoding import encode_documents
+    from hpo_helpers.data.dataset import load_dataset
+    from hpo_helpers.settings.config import load_data_config
+    from hpo_helpers.training.backbones import load_backbone
+    from hpo_helpers.training.encoding import encode_documents
 
     data = load_data_config(REPO / "config" / "data" / "demo.yaml")
     import dataclasses
@@ -65,7 +65,7 @@ def _padding_share(lengths_per_batch: list[list[int]], multiple: int = 1) -> flo
 
 def _synthetic(n: int, low: int, high: int, vocab: int, n_labels: int, seed: int) -> list:
     """``n`` random windows of ``low``..``high`` tokens (the GPU check's 96-512-token windows)."""
-    from hpo_helpers.encoding import IGNORE, Window
+    from hpo_helpers.training.encoding import IGNORE, Window
 
     rng = random.Random(seed)
     out = []
@@ -80,8 +80,8 @@ def _synthetic(n: int, low: int, high: int, vocab: int, n_labels: int, seed: int
 def ours(bb, ds, windows, args, device: str) -> dict:
     import torch
 
-    from hpo_helpers.config import load_train_config
-    from hpo_helpers.train import _batch_plan, fit
+    from hpo_helpers.settings.config import load_train_config
+    from hpo_helpers.training.train import _batch_plan, fit
 
     cfg = load_train_config({"max_length": args.max_length, "stride": args.stride,
                              "precision": args.precision, "compile": args.compile})
@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="train on N random windows of min-length..max-length tokens instead")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="torch.compile our loop (auto: see hpo_helpers.device)")
+                   help="torch.compile our loop (auto: see hpo_helpers.training.device)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                   help="our loop's precision (auto: see hpo_helpers.device)")
+                   help="our loop's precision (auto: see hpo_helpers.training.device)")
     p.add_argument("--trainer-bf16", action="store_true",
                    help="give the Trainer bf16 too (its default is fp32)")
     p.add_argument("--trainer-compile", action="store_true", help="give the Trainer compile")
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     mine = ours(bb, ds, windows, args, device)
     n_params = sum(p.numel() for p in bb.build_model(ds.labels, dropout=0.1,
                                                      seed=0).parameters())
-    from hpo_helpers.device import choose_policy, describe
+    from hpo_helpers.training.device import choose_policy, describe
 
     policy = choose_policy(describe(torch.device(device)), precision=args.precision,
                            compile=args.compile)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _trial(bb, ds, windows, args, compile_: str) -> dict:
-    from hpo_helpers.config import load_train_config
-    from hpo_helpers.train import fit
+    from hpo_helpers.settings.config import load_train_config
+    from hpo_helpers.training.train import fit
 
     cfg = load_train_config({"max_length": args.max_length, "stride": args.stride,
                              "precision": args.precision, "compile": compile_})
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             else None
     import torch
 
-    import hpo_helpers.train as train
+    import hpo_helpers.training.train as train
 
     report["compile_failed"] = train._compile_broken  # then the "on" trials ran eagerly
     report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"

@@ -1,9 +1,9 @@
-"""``python -m hpo_helpers``: see :mod:`hpo_helpers.cli`."""
+"""``python -m hpo_helpers``: see :mod:`hpo_helpers.frontends.cli`."""
 
 from __future__ import annotations
 
 import sys
 
-from .cli import main
+from .frontends.cli import main
 
 sys.exit(main())

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build a wheelhouse folder for Kaggle with internet off: the hpo-helpers wheel plus wheels of
 # every dependency of the package and its notebook extras except torch (Kaggle ships torch).
+# Wheels only: a dependency published as an sdist (seqeval) is built into a wheel here, because
+# building it offline would need build tools (setuptools, wheel) that the wheelhouse lacks.
 # Upload the folder as a Kaggle dataset, attach it, and set project_source to its path
 # (/kaggle/input/<dataset>); the set-up cell then installs with --no-index --find-links.
 # Usage: bash scripts/build_wheelhouse.sh [--project-only] [OUT_DIR]   (default: wheelhouse/)
@@ -28,9 +30,14 @@ items = json.load(open(f"{out}/.report.json"))["install"]
 skip = ("torch", "nvidia-", "triton", "cuda-", "hpo-helpers")
 reqs = [f"{i['metadata']['name']}=={i['metadata']['version']}" for i in items
         if not i["metadata"]["name"].lower().startswith(skip)]
-subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", out, *reqs],
+# `pip wheel`, not `pip download`: an sdist would be saved as it is (issue 22 item 6)
+subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, *reqs],
                check=True)
 PY
   rm -f "$out/.report.json"
+  if ls "$out" | grep -v '\.whl$' | grep -q .; then
+    echo "error: $out holds files that are not wheels: $(ls "$out" | grep -v '\.whl$')" >&2
+    exit 1
+  fi
 fi
 ls "$out"

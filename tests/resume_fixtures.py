@@ -7,7 +7,8 @@
 * ``original_style``: the original project's label set (PERSON, EDUCATION, EXPERIENCE, PHONE,
   OTHER, EXPERTISE) in the JSON list format.
 
-All are derived from the deterministic demo generator, so they are reproducible.
+All are derived from the deterministic demo generator (its compact style: short resumes), so
+they are reproducible.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import json
 import re
 from pathlib import Path
 
-from hpo_helpers.data import words_and_tags
-from hpo_helpers.demo_data import generate
+from hpo_helpers.data.dataset import words_and_tags
+from hpo_helpers.data.demo import generate
 
 ABBREV = {"NAME": "NAM", "EMAIL": "EMA", "LOCATION": "LOC", "COMPANY": "COM", "SKILL": "SKI",
           "COLLEGE": "COL", "DEGREE": "GRA", "YEARS_OF_EXPERIENCE": "YOE", "DESIGNATION": "DES",
@@ -34,7 +35,7 @@ ORIGINAL = {"NAME": "PERSON", "DEGREE": "EDUCATION", "COLLEGE": "EDUCATION",
 
 def conll_three_columns(path: Path, n: int = 24, seed: int = 21) -> Path:
     lines = []
-    for k, doc in enumerate(generate(n, seed=seed)):
+    for k, doc in enumerate(generate(n, seed=seed, style="compact")):
         words, tags = words_and_tags(doc["text"], [tuple(a) for a in doc["annotations"]])
         for i, (w, t) in enumerate(zip(words, tags)):
             gold = t if t == "O" else f"{t[:2]}{ABBREV[t[2:]]}"
@@ -47,7 +48,7 @@ def conll_three_columns(path: Path, n: int = 24, seed: int = 21) -> Path:
 
 def dataturks_list(path: Path, n: int = 24, seed: int = 22) -> Path:
     items = []
-    for k, doc in enumerate(generate(n, seed=seed)):
+    for k, doc in enumerate(generate(n, seed=seed, style="compact")):
         text = doc["text"]
         anns = [{"label": [DATATURKS[lab]], "points": [{"start": s, "end": e - 1,
                                                         "text": text[s:e]}]}
@@ -67,7 +68,7 @@ def dataturks_list(path: Path, n: int = 24, seed: int = 22) -> Path:
 
 def original_style(path: Path, n: int = 24, seed: int = 23) -> Path:
     items = []
-    for doc in generate(n, seed=seed):
+    for doc in generate(n, seed=seed, style="compact"):
         text = doc["text"]
         anns = [[s, e, ORIGINAL[lab]] for s, e, lab in doc["annotations"]]
         for m in re.finditer(r"\+?\d[\d ]{8,}\d", text):

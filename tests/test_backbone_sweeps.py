@@ -10,8 +10,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpo_helpers.backbone_sweeps import backbone_list
-from hpo_helpers.config import load_configs
+from hpo_helpers.settings.config import load_configs
+from hpo_helpers.sweep.backbones import backbone_list
 
 from .test_kill_resume import _env, _running_trial, _wait_for
 

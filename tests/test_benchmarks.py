@@ -39,7 +39,19 @@ def test_bookkeeping_reports_per_size_and_resume_latency() -> None:
     assert r["per_size"][1]["notebook03_table_s"] > 0
 
 
-def test_quality_prints_test_scores_of_sweep_and_refit() -> None:
-    r = _run("quality.py", "--docs", "12", "--trials", "1", "--epochs", "1")
-    assert 0 <= r["refit_test_micro_f1"] <= 1 and 0 <= r["best_trial_test_micro_f1"] <= 1
-    assert r["refit_epochs"] == 1 and r["refit_test_per_type_f1"]
+def test_quality_runs_a_preset_as_a_user_and_prints_test_scores() -> None:
+    r = _run("quality.py", "--config", str(REPO / "config" / "hpo" / "smoke.yaml"),
+             "--backbone", "tiny", "--docs", "12", "--max-trials", "1", "--epochs", "1")
+    assert 0 <= r["test_micro_f1"] <= 1 and 0 <= r["test_macro_f1"] <= 1
+    assert r["test_per_type"] and all(v["train_entities"] > 0 for v in r["test_per_type"].values())
+    assert len(r["best_trial_epoch_curve"]) == 1 and r["trials"] == 1
+    assert r["wall_minutes"] > 0 and r["anytime_minutes_best_f1"]
+
+
+def test_quality_trainer_only_trains_the_baseline_for_the_cpu_time_given() -> None:
+    r = _run("quality.py", "--config", str(REPO / "config" / "hpo" / "smoke.yaml"),
+             "--backbone", "tiny", "--docs", "12", "--trainer-only", "0.3")
+    trainer = r["trainer"]
+    assert r["budget_cpu_minutes"] == 0.3 and "test_micro_f1" not in r  # ours did not run
+    assert 0 <= trainer["test_micro_f1"] <= 1 and trainer["epochs_trained"] > 0
+    assert trainer["cpu_minutes"] >= 0.3  # it stops once the budget is spent, not before

@@ -124,8 +124,8 @@ def test_stop_now_in_a_real_browser_then_resume_continues(slow_trials, voila_pan
     from optuna.trial import TrialState
     from playwright.sync_api import expect, sync_playwright
 
-    from hpo_helpers.checkpoints import latest_checkpoint
-    from hpo_helpers.layout import checkpoint_step
+    from hpo_helpers.storage.checkpoints import latest_checkpoint
+    from hpo_helpers.storage.layout import checkpoint_step
 
     ARTIFACTS.mkdir(exist_ok=True)
     db = f"sqlite:///{project.output_dir / 'tiny' / 'study.db'}"

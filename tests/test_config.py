@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from hpo_helpers import ConfigError
-from hpo_helpers.config import load_data_config, load_hpo_config, load_train_config
+from hpo_helpers.settings.config import load_data_config, load_hpo_config, load_train_config
 
 from .conftest import REPO, TINY_HPO
 
@@ -226,7 +226,7 @@ def test_a_yaml_alias_bomb_gives_a_short_error_quickly(tmp_path: Path) -> None:
 
 
 def test_backbones_mlflow_and_infrastructure_files_report_every_problem(tmp_path: Path) -> None:
-    from hpo_helpers.config import (
+    from hpo_helpers.settings.config import (
         load_backbones_config,
         load_infrastructure_config,
         load_mlflow_config,

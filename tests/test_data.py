@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from hpo_helpers import DataError
-from hpo_helpers.config import load_data_config
-from hpo_helpers.data import load_dataset, read_file, words_and_tags
-from hpo_helpers.demo_data import generate, write_dataset
+from hpo_helpers.data.dataset import load_dataset, read_file, words_and_tags
+from hpo_helpers.data.demo import generate, write_dataset
+from hpo_helpers.settings.config import load_data_config
 
 from .conftest import REPO
 
@@ -187,7 +187,7 @@ def test_fingerprint_changes_with_data(tmp_path: Path, cfg) -> None:
 ], ids=["json", "dataturks-list"])
 def test_a_json_list_is_parsed_once(tmp_path: Path, cfg, items, monkeypatch) -> None:
     """A large JSON file costs one parse, for detecting its format and reading it."""
-    from hpo_helpers import data
+    from hpo_helpers.data import dataset as data
 
     path = tmp_path / "resumes.json"
     path.write_text(json.dumps(items))

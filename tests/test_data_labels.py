@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from hpo_helpers import DataError
-from hpo_helpers.config import load_data_config
-from hpo_helpers.data import load_dataset, read_file
+from hpo_helpers.data.dataset import load_dataset, read_file
+from hpo_helpers.settings.config import load_data_config
 
-from .conftest import REPO
+from .conftest import REPO, compact_dataset
 from .resume_fixtures import conll_three_columns, dataturks_list, original_style
 
 
@@ -168,12 +168,18 @@ def test_types_absent_from_training_are_dropped_from_eval_splits(tmp_path: Path,
     assert ds.splits["validation"]["dropped_types_not_in_train"] == {"ORG": 1}
 
 
-def test_shipped_auto_config_keeps_the_fingerprint_of_earlier_studies() -> None:
+def test_shipped_auto_config_keeps_the_fingerprint_of_earlier_studies(tmp_path: Path) -> None:
     # Studies made when demo.yaml listed the ten types must resume: same types, same order,
     # same fingerprint (value computed by the code before entity_types: auto).
-    ds = load_dataset(REPO / "dataset", load_data_config(REPO / "config/data/demo.yaml"))
+    # (Those studies' data is the compact demo style and their smoke caps 60/20: since issue 21
+    # the shipped dataset/ is the realistic style, a new dataset with a fingerprint of its own,
+    # and smoke.yaml caps it to fewer of its longer documents.)
+    data = compact_dataset(tmp_path / "earlier-demo-data")
+    ds = load_dataset(data, load_data_config(REPO / "config/data/demo.yaml"))
     assert ds.fingerprint == "47ac4fb1e4fe10a8"
-    smoke = load_dataset(REPO / "dataset", load_data_config(REPO / "config/data/smoke.yaml"))
+    earlier_smoke = {**yaml.safe_load((REPO / "config/data/smoke.yaml").read_text()),
+                     "max_train_documents": 60, "max_eval_documents": 20}
+    smoke = load_dataset(data, load_data_config(earlier_smoke))
     assert smoke.fingerprint == "fed21f9968c74772"
 
 
@@ -214,3 +220,24 @@ def test_run_refuses_unmappable_data_before_any_training(project) -> None:
     assert "no entities are left in the training data" in res.stderr
     assert "'NAM' (12)" in res.stderr and "NAM: <one of NAME>" in res.stderr
     assert not project.output_dir.exists()  # no study, no trial
+
+
+def test_labels_match_whatever_their_inner_whitespace(tmp_path: Path) -> None:
+    """Issue 21 item 6: exports differ in whitespace inside labels too ("Companies  worked
+    at"); label_map, drop_labels and a fixed entity_types list match them like the case."""
+    text = "Jane Doe worked at Infosys and Acme in Pune. Lead role."
+    spans = {"Infosys": "Companies  worked at", "Acme": " companies\tworked at ",
+             "Pune": "Location", "Lead": "UN  KNOWN"}
+    anns = [{"label": [label], "points": [{"start": text.index(w),
+                                           "end": text.index(w) + len(w) - 1, "text": w}]}
+            for w, label in spans.items()]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"content": text, "annotation": anns})
+                              for _ in range(6)) + "\n")
+    auto = load_data_config(_shipped(drop_labels=["Un Known"]))
+    docs, report = read_file(path, auto)
+    assert report.per_type == {"COMPANY": 12, "LOCATION": 6}, report.summary()
+    assert report.dropped_labels == {"UN  KNOWN": 6} and not report.unmapped
+    fixed = load_data_config(_shipped(entity_types=["COMPANIES WORKED AT", "LOCATION"],
+                                      label_map={}, drop_labels=[]))
+    assert fixed.canonical("Companies  worked\nat") == "COMPANIES WORKED AT"

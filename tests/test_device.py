@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo_helpers.config import load_train_config
-from hpo_helpers.device import (
+from hpo_helpers.core.errors import ConfigError, DeviceError
+from hpo_helpers.settings.config import load_train_config
+from hpo_helpers.training.device import (
     DeviceCapability,
     choose_policy,
     describe,
     policy_for,
 )
-from hpo_helpers.errors import ConfigError, DeviceError
 
 P100 = DeviceCapability("cuda", "Tesla P100-PCIE-16GB", (6, 0))
 T4 = DeviceCapability("cuda", "Tesla T4", (7, 5))
@@ -95,7 +95,7 @@ def test_policy_is_frozen() -> None:
 def test_describe_reads_the_cpu(monkeypatch) -> None:
     import torch
 
-    import hpo_helpers.device as device
+    import hpo_helpers.training.device as device
 
     monkeypatch.setattr(device, "_cpu_has_bf16", lambda: True)
     assert describe(torch.device("cpu")) == CPU_AMX
@@ -147,7 +147,7 @@ def test_gpu_check_script_parses_and_startup_benchmark_runs() -> None:
 
 
 def test_sweep_refuses_bf16_on_a_t4_before_opening_the_study(project, monkeypatch) -> None:
-    import hpo_helpers.device as device
+    import hpo_helpers.training.device as device
     from hpo_helpers import run_local_hpo_sweep
 
     monkeypatch.setattr(device, "describe", lambda dev: T4)

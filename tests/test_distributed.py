@@ -16,10 +16,10 @@ import yaml
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
-from hpo_helpers.train import FitResult
+from hpo_helpers.training.train import FitResult
 
 from .conftest import TINY_HPO
-from .test_kill_resume import _env
+from .test_kill_resume import _env, has_checkpoint
 
 PASSWORD = "pw-Secret-42"
 
@@ -102,8 +102,8 @@ def test_a_dead_workers_retry_is_queued_before_another_worker_counts_the_budget(
     """Failing a dead worker's trial and queueing its retry is one step under the budget
     lock: a worker that claims meanwhile waits, then finds the retry's place taken, instead
     of starting a new trial in it (the retry would then never run)."""
-    from hpo_helpers.distributed import SharedStudy, open_storage
-    from hpo_helpers.study import requeue
+    from hpo_helpers.study.distributed import SharedStudy, open_storage
+    from hpo_helpers.study.store import requeue
 
     in_callback = threading.Event()
 
@@ -140,23 +140,30 @@ def test_a_dead_workers_retry_is_queued_before_another_worker_counts_the_budget(
 @pytest.mark.slow
 def test_killed_worker_trial_is_retried_from_its_checkpoint(project, pg_url, tmp_path) -> None:
     shared = tmp_path / "shared-ckpt"
-    _shared_config(project, max_trials=4, epochs=3, n_docs=60, shared_dir=shared, grace=8)
+    # four epochs: a trial is RUNNING with a checkpoint for three, wide enough to catch on a
+    # loaded machine
+    _shared_config(project, max_trials=4, epochs=4, n_docs=60, shared_dir=shared, grace=8)
     procs = _workers(project, pg_url, 3)
     by_pid = {p.pid: p for p in procs}
     victim = None
     deadline = time.monotonic() + 300
     try:
         while victim is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+            if all(p.poll() is not None for p in procs):
+                pytest.fail("every worker ended before a kill:\n" + "\n----\n".join(
+                    o[-2000:] for o in _finish(procs)))
+            time.sleep(0.05)
+            # cheap first (a file system glob); the study is read once a checkpoint exists
+            if not any(has_checkpoint(d) for d in shared.glob("hpo_tiny/trials/trial_*")):
+                continue
             try:
                 running = _study(pg_url).get_trials(states=(TrialState.RUNNING,))
             except Exception:  # noqa: BLE001 - the study may not exist yet
                 continue
             for t in running:
                 pid = int(str(t.user_attrs.get("worker", ":0")).rsplit(":", 1)[1])
-                ckpts = list((shared / "hpo_tiny" / "trials" / f"trial_{t.number}").glob(
-                    "checkpoint-*/COMPLETE"))
-                if pid in by_pid and ckpts:
+                if pid in by_pid and has_checkpoint(
+                        shared / "hpo_tiny" / "trials" / f"trial_{t.number}"):
                     victim = (t.number, by_pid[pid])
                     break
         assert victim is not None, "no trial reached its first checkpoint"
@@ -186,8 +193,6 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(project, pg_url, tmp
 
 
 def test_slow_but_alive_trial_is_not_marked_stale(project, pg_url, monkeypatch) -> None:
-    import hpo_helpers.sweep as sweep_mod
-
     grace = 3
 
     def slow_fit(**kwargs):  # one training step that lasts longer than the grace period
@@ -197,7 +202,6 @@ def test_slow_but_alive_trial_is_not_marked_stale(project, pg_url, monkeypatch) 
         kwargs["on_epoch"](0, metrics)
         return FitResult(best_f1=0.5, history=[metrics], global_step=1)
 
-    monkeypatch.setattr(sweep_mod, "fit", slow_fit)
     _shared_config(project, max_trials=1, grace=grace)
     watcher_storage = optuna.storages.RDBStorage(pg_url, heartbeat_interval=1,
                                                  grace_period=grace)
@@ -220,7 +224,8 @@ def test_slow_but_alive_trial_is_not_marked_stale(project, pg_url, monkeypatch) 
     thread.start()
     try:
         cfg = load_configs(project.config_dir, project.hpo)
-        outcome = run_sweep(cfg, output_dir=project.output_dir, storage_url=pg_url)
+        outcome = run_sweep(cfg, output_dir=project.output_dir, storage_url=pg_url,
+                            fit=slow_fit)
     finally:
         stop.set()
         thread.join(10)
@@ -254,8 +259,8 @@ def test_unreachable_server_is_one_clear_error(project) -> None:
 
 
 def test_panel_and_inspection_work_on_a_shared_study(project, pg_url) -> None:
-    from hpo_helpers.inspection import inspect_all
-    from hpo_helpers.widgets import ResumePanel
+    from hpo_helpers.frontends.widgets import ResumePanel
+    from hpo_helpers.results.inspection import inspect_all
 
     _shared_config(project, max_trials=2)
     panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo,
@@ -273,8 +278,8 @@ def test_panel_and_inspection_work_on_a_shared_study(project, pg_url) -> None:
 def test_shared_study_gets_test_scores_and_evaluate_runs_on_it(project, pg_url,
                                                                tmp_path) -> None:
     """Issue 16: test scores on a shared study, written under the workers' advisory lock."""
-    from hpo_helpers.evaluate import evaluate_study
-    from hpo_helpers.status import status
+    from hpo_helpers.results.evaluate import evaluate_study
+    from hpo_helpers.study.status import status
 
     _shared_config(project, max_trials=1, epochs=1, shared_dir=tmp_path / "shared")
     cfg = load_configs(project.config_dir, project.hpo)

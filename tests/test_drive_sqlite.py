@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from hpo_helpers import load_configs
-from hpo_helpers.inspection import default_roots, find_study_files, load_studies
-from hpo_helpers.runtime import detect
-from hpo_helpers.status import plan, status, study_paths
-from hpo_helpers.study import archive_study
+from hpo_helpers.core.runtime import detect
+from hpo_helpers.results.inspection import default_roots, find_study_files, load_studies
+from hpo_helpers.study.status import plan, status, study_paths
+from hpo_helpers.study.store import archive_study
 
 from .test_durability import DRIVE, DURABLE, WORKING, _run
 
@@ -58,7 +58,7 @@ def test_no_reader_opens_sqlite_on_drive(project, tmp_path, audit) -> None:
     assert info["n_complete"] == 1
     assert plan(cfg, runtime=rt)["n_complete"] == 1
     if importlib.util.find_spec("ipywidgets"):
-        from hpo_helpers.widgets import ResumePanel
+        from hpo_helpers.frontends.widgets import ResumePanel
 
         panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo, runtime=rt)
         assert panel.info["n_complete"] == 1
@@ -85,7 +85,7 @@ def test_no_reader_opens_sqlite_on_drive(project, tmp_path, audit) -> None:
 
 def test_dashboard_serves_a_local_copy_of_a_drive_study(project, tmp_path) -> None:
     pytest.importorskip("optuna_dashboard")
-    from hpo_helpers.dashboard import start_dashboard
+    from hpo_helpers.frontends.dashboard import start_dashboard
 
     root = tmp_path / "vm"
     root.joinpath(*DRIVE).mkdir(parents=True)
@@ -96,7 +96,7 @@ def test_dashboard_serves_a_local_copy_of_a_drive_study(project, tmp_path) -> No
     dash = start_dashboard(durable, runtime=detect({}, root=root))
     try:
         # the storage reaches the server through its environment, never its arguments (#11)
-        from hpo_helpers.dashboard import STORAGE_ENV
+        from hpo_helpers.frontends.dashboard import STORAGE_ENV
 
         env = Path(f"/proc/{dash.process.pid}/environ").read_bytes().split(b"\0")
         served = next(v.split(b"=", 1)[1].decode() for v in env
@@ -128,7 +128,7 @@ def test_read_copies_of_a_drive_study_are_removed_and_replaced_whole(tmp_path,
     con.commit()
     con.close()
     reader = (f"import sys, time, sqlite3; from pathlib import Path; "
-              f"from hpo_helpers.snapshot import readable; local = readable(Path({str(db)!r})); "
+              f"from hpo_helpers.storage.snapshot import readable; local = readable(Path({str(db)!r})); "
               f"print(local, flush=True); "
               f"print(sqlite3.connect(local).execute('select count(*) from t').fetchone()[0], "
               f"flush=True); time.sleep(float(sys.argv[1]))")
@@ -149,7 +149,7 @@ def test_read_copies_of_a_drive_study_are_removed_and_replaced_whole(tmp_path,
     alive = subprocess.Popen([sys.executable, "-c", reader, "60"], stdout=subprocess.PIPE,
                              text=True)
     kept = Path(alive.stdout.readline().strip())
-    from hpo_helpers import snapshot
+    from hpo_helpers.storage import snapshot
 
     monkeypatch.setattr(snapshot, "_read_folder", None)  # as in a process that made none yet
     first = snapshot.readable(db)

@@ -18,8 +18,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
-from hpo_helpers.events import SweepEvents
-from hpo_helpers.runtime import detect
+from hpo_helpers.core.runtime import detect
+from hpo_helpers.sweep.events import SweepEvents
 
 from .test_durability import DRIVE, DURABLE, WORKING
 
@@ -123,7 +123,7 @@ def test_drive_unmounted_mid_sweep_costs_no_trial_and_catches_up(project, vm, ca
 def test_injected_enospc_at_the_durable_copy_costs_no_trial(project, tmp_path, caplog,
                                                             monkeypatch) -> None:
     """Where mounts are not permitted: ENOSPC and EROFS raised at the one copy boundary."""
-    import hpo_helpers.durable as durable
+    import hpo_helpers.storage.durable as durable
 
     real = durable.write_folder
     calls = {"n": 0}
@@ -144,7 +144,7 @@ def test_injected_enospc_at_the_durable_copy_costs_no_trial(project, tmp_path, c
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_bytes(source, target, **kwargs)
 
-    monkeypatch.setattr("hpo_helpers.snapshot.copy_bytes", refuse_bytes)
+    monkeypatch.setattr("hpo_helpers.storage.snapshot.copy_bytes", refuse_bytes)
     root = tmp_path / "vm"
     root.joinpath(*DRIVE).mkdir(parents=True)
     with caplog.at_level(logging.INFO):
@@ -155,7 +155,7 @@ def test_injected_enospc_at_the_durable_copy_costs_no_trial(project, tmp_path, c
 
 def test_models_waiting_on_local_disk_are_scored_found_and_sent_next_session(
         project, vm, caplog) -> None:
-    from hpo_helpers.evaluate import best_model_dir
+    from hpo_helpers.results.evaluate import best_model_dir
 
     root, drive = vm
     rt = detect({"COLAB_GPU": "1"}, root=root)

@@ -16,9 +16,10 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
-from hpo_helpers.runtime import detect
+from hpo_helpers.core.runtime import detect
+from hpo_helpers.storage.checkpoints import latest_checkpoint
 
-from .test_kill_resume import _env, _running_trial, _slower_trials, _wait_for
+from .test_kill_resume import _env, _running_trial, _slower_trials, _wait_for, has_checkpoint
 
 DRIVE = ("content", "drive", "MyDrive")
 DURABLE = ("content", "drive", "MyDrive", "resume-ner-checkpoints", "hpo", "tiny")
@@ -31,7 +32,7 @@ def hook(event, args):
     if event == "sqlite3.connect":
         opened.append(str(args[0]))
 sys.addaudithook(hook)
-from hpo_helpers.cli import main
+from hpo_helpers.frontends.cli import main
 try:
     rc = main(sys.argv[2:])
 finally:
@@ -94,7 +95,7 @@ def test_fresh_vm_continues_the_trial_from_the_drive_mirror(project, tmp_path) -
     working_db = root.joinpath(*WORKING, "study.db")
     mirror = root.joinpath(*DURABLE, "trials", "hpo_tiny")
     _kill_then_lose_the_vm(project, root, env, lambda: _running_trial(working_db) == 1
-                           and any(mirror.glob("trial_1/checkpoint-*/COMPLETE")), 240)
+                           and has_checkpoint(mirror / "trial_1"), 240)
     res = subprocess.run(_colab_args(project), env=env, capture_output=True, text=True,
                          timeout=300, cwd=root / "content")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -192,11 +193,11 @@ def test_checkpoint_with_other_params_is_set_aside_and_the_trial_restarts(projec
     proc = subprocess.Popen(project.run_args(), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     trial0 = project.output_dir / "tiny" / "trials" / "hpo_tiny" / "trial_0"
-    _wait_for(lambda: _running_trial(db) == 0 and any(trial0.glob("checkpoint-*/COMPLETE")),
+    _wait_for(lambda: _running_trial(db) == 0 and has_checkpoint(trial0),
               240, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    state_file = next(trial0.glob("checkpoint-*/trainer_state.json"))
+    state_file = latest_checkpoint(trial0) / "trainer_state.json"
     state = json.loads(state_file.read_text())
     state["params"]["learning_rate"] = 0.5  # not this trial's
     state_file.write_text(json.dumps(state))

@@ -7,15 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from hpo_helpers.checkpoints import (
+from hpo_helpers.storage.checkpoints import (
     MARKER,
     latest_checkpoint,
     resume_checkpoint,
     write_checkpoint,
 )
-from hpo_helpers.durable import folder_bytes, set_aside, write_file, write_folder
-from hpo_helpers.layout import StudyLayout
-from hpo_helpers.mirror import CheckpointMirror
+from hpo_helpers.storage.durable import (
+    DurableWrites,
+    copy_folder,
+    folder_bytes,
+    set_aside,
+    write_file,
+    write_folder,
+)
+from hpo_helpers.storage.layout import StudyLayout
+from hpo_helpers.storage.mirror import CheckpointMirror
 
 
 def _fill(text: str):
@@ -48,6 +55,38 @@ def test_a_writer_that_dies_midway_keeps_the_old_folder(tmp_path: Path) -> None:
     assert (final / "a.txt").read_text() == "old"
     write_folder(final, _fill("new"))  # the next writer clears the leftover
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_a_durable_side_that_vanishes_mid_copy_is_never_recreated(tmp_path: Path) -> None:
+    """Drive unmounted while a copy runs: the copy fails; no folder appears under the empty
+    mount point (a later copy would otherwise land on the VM's disk, looking durable)."""
+    drive = tmp_path / "drive" / "MyDrive"
+    drive.mkdir(parents=True)
+    writes = DurableWrites.for_folder(drive / "resume-ner-checkpoints" / "hpo" / "tiny")
+    source = tmp_path / "ckpt"
+    (source / "deep" / "er").mkdir(parents=True)
+    (source / "deep" / "er" / "w.bin").write_bytes(b"w")
+    (source / "a.bin").write_bytes(b"a")
+    final = drive / "resume-ner-checkpoints" / "hpo" / "tiny" / "trials" / "trial_0" / "c-1"
+
+    def unmount_then_copy() -> None:
+        copy_folder(source, final)  # the first copy works
+        drive.rename(drive.with_name("MyDrive.unmounted"))
+        copy_folder(source, final.with_name("c-2"))
+
+    assert not writes.attempt("k", "checkpoints of trial_0", unmount_then_copy)
+    assert not drive.exists() and "checkpoints of trial_0" in writes.pending[0]
+
+    # a copy already filling its folder when the mount goes creates nothing either
+    drive.with_name("MyDrive.unmounted").rename(drive)
+
+    def vanish(tmp: Path) -> None:
+        drive.rename(drive.with_name("MyDrive.gone"))
+        copy_folder(source, tmp / "inner")
+
+    with pytest.raises(FileNotFoundError):
+        write_folder(final.with_name("c-3"), vanish)
+    assert not drive.exists()
 
 
 def test_write_file_and_set_aside(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_helpers.backbones import load_backbone
-from hpo_helpers.data import Document, label_list
-from hpo_helpers.encoding import IGNORE, encode_documents, merge_predictions
+from hpo_helpers.data.dataset import Document, label_list
+from hpo_helpers.training.backbones import load_backbone
+from hpo_helpers.training.encoding import IGNORE, encode_documents, merge_predictions
 
 from .conftest import REPO
 

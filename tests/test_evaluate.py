@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo_helpers import StudyLockedError
-from hpo_helpers.evaluate import evaluate_study
-from hpo_helpers.study import StudyLock
-from hpo_helpers.sweep import load_configs, run_sweep, status
+from hpo_helpers import StudyLockedError, load_configs, run_sweep
+from hpo_helpers import study_status as status
+from hpo_helpers.results.evaluate import evaluate_study
+from hpo_helpers.study.store import StudyLock
 
 from .conftest import PYTHON
 from .resume_fixtures import conll_three_columns, dataturks_list, original_style
@@ -96,8 +96,8 @@ def test_evaluate_without_a_study_says_run_first(project, tmp_path: Path) -> Non
 
 
 def test_new_hpo_keys_at_defaults_keep_the_study_fingerprint(project) -> None:
-    from hpo_helpers.config import load_hpo_config
-    from hpo_helpers.study import fingerprint
+    from hpo_helpers.settings.config import load_hpo_config
+    from hpo_helpers.study.store import fingerprint
 
     raw = yaml.safe_load(project.hpo.read_text())
     plain = load_hpo_config(raw)
@@ -111,7 +111,7 @@ def test_new_hpo_keys_at_defaults_keep_the_study_fingerprint(project) -> None:
 def test_macro_f1_objective_and_test_scores_reach_mlflow(project, tmp_path) -> None:
     from mlflow import MlflowClient
 
-    from hpo_helpers.mlflow_setup import setup_mlflow_from_config
+    from hpo_helpers.tracking.setup import setup_mlflow_from_config
 
     project.write_hpo(max_trials=1, keep_top_k=1, objective={"metric": "macro_f1"})
     cfg = load_configs(project.config_dir, project.hpo)

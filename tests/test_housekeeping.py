@@ -8,11 +8,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo_helpers.durable import DurableWrites
-from hpo_helpers.housekeeping import keep_top_k, reconcile, send_waiting_models
-from hpo_helpers.layout import StudyLayout
-from hpo_helpers.schema import INTERRUPTED, RETRY_OF, RETRY_ROOT, retry_root, study_name
-from hpo_helpers.study import requeue
+from hpo_helpers.settings.schema import INTERRUPTED, RETRY_OF, RETRY_ROOT, retry_root, study_name
+from hpo_helpers.storage.durable import DurableWrites
+from hpo_helpers.storage.layout import StudyLayout
+from hpo_helpers.study.store import requeue
+from hpo_helpers.sweep.housekeeping import keep_top_k, reconcile, send_waiting_models
 
 
 def _layout(tmp_path: Path) -> StudyLayout:

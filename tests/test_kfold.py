@@ -11,9 +11,16 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpo_helpers.data import Document, kfold_split
+from hpo_helpers.data.dataset import Document, kfold_split
 
-from .test_kill_resume import _env, _load, _running_trial, _slower_trials, _wait_for
+from .test_kill_resume import (
+    _env,
+    _load,
+    _running_trial,
+    _slower_trials,
+    _wait_for,
+    has_checkpoint,
+)
 
 
 def _doc(i: int, *types: str) -> Document:
@@ -48,7 +55,7 @@ def test_kfold_sweep_killed_mid_fold_resumes_without_retraining_finished_folds(p
                             stderr=subprocess.STDOUT, text=True)
     # Trial 1 inside its third fold (folds 0 and 1 finished, fold 2 has a checkpoint).
     _wait_for(lambda: _running_trial(db) == 1
-              and any(trial1.glob("fold_2/checkpoint-*/COMPLETE")), 400, proc)
+              and has_checkpoint(trial1 / "fold_2"), 400, proc)
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -97,8 +104,8 @@ def test_kfold_sweep_killed_mid_fold_resumes_without_retraining_finished_folds(p
 
 
 def test_new_fields_at_their_defaults_keep_an_existing_studys_fingerprint(project) -> None:
-    from hpo_helpers.config import load_hpo_config
-    from hpo_helpers.study import fingerprint
+    from hpo_helpers.settings.config import load_hpo_config
+    from hpo_helpers.study.store import fingerprint
 
     from .conftest import TINY_HPO
 
@@ -120,8 +127,8 @@ def test_new_fields_at_their_defaults_keep_an_existing_studys_fingerprint(projec
     ("backbones", "tiny", r"'backbones' = 'tiny' must be a list"),
 ])
 def test_new_kfold_and_selection_keys_are_checked(key, value, match) -> None:
-    from hpo_helpers.config import load_hpo_config
-    from hpo_helpers.errors import ConfigError
+    from hpo_helpers.core.errors import ConfigError
+    from hpo_helpers.settings.config import load_hpo_config
 
     from .conftest import TINY_HPO
 
@@ -130,8 +137,8 @@ def test_new_kfold_and_selection_keys_are_checked(key, value, match) -> None:
 
 
 def test_each_of_several_backbones_is_a_checked_name() -> None:
-    from hpo_helpers.config import load_hpo_config
-    from hpo_helpers.errors import ConfigError
+    from hpo_helpers.core.errors import ConfigError
+    from hpo_helpers.settings.config import load_hpo_config
 
     from .conftest import TINY_HPO
 

@@ -10,7 +10,7 @@ import yaml
 from optuna.trial import TrialState
 
 from .test_durability import DURABLE, WORKING, _colab, _colab_args, _kill_then_lose_the_vm
-from .test_kill_resume import _running_trial, _slower_trials
+from .test_kill_resume import _running_trial, _slower_trials, has_checkpoint
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_kfold_sweep_survives_a_kill_mid_fold_on_a_fresh_vm(project, tmp_path) -
 
     # Fold 0 is done and the second fold has a checkpoint on Drive: kill mid-fold 1.
     _kill_then_lose_the_vm(project, root, env, lambda: _running_trial(working_db) == 0
-                           and any(mirror.glob("trial_0/fold_1/checkpoint-*/COMPLETE")), 300,
+                           and has_checkpoint(mirror / "trial_0" / "fold_1"), 300,
                            mirrored_so_far)
     res = subprocess.run(_colab_args(project), env=env, capture_output=True, text=True,
                          timeout=400, cwd=root / "content")

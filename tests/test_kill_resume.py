@@ -14,6 +14,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from hpo_helpers.storage.checkpoints import latest_checkpoint
+from hpo_helpers.storage.layout import checkpoint_step
+
 pytestmark = pytest.mark.slow
 
 
@@ -60,9 +63,20 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     raise AssertionError("timed out waiting for the sweep")
 
 
+def has_checkpoint(folder: Path) -> bool:
+    """A whole checkpoint, as the product judges it (``checkpoint-N.tmp-<pid>`` is one still
+    being written, even once its marker is in)."""
+    return latest_checkpoint(folder) is not None
+
+
+def newest_step(folder: Path) -> int:
+    newest = latest_checkpoint(folder)
+    assert newest is not None, f"no whole checkpoint in {folder}"
+    return checkpoint_step(newest)
+
+
 def _checkpointed(trials: Path, number: int) -> bool:
-    d = trials / f"trial_{number}"
-    return d.is_dir() and any((c / "COMPLETE").is_file() for c in d.glob("checkpoint-*"))
+    return has_checkpoint(trials / f"trial_{number}")
 
 
 def _load(db: Path):
@@ -123,10 +137,9 @@ def test_sigterm_saves_records_and_tells_how_to_resume(project) -> None:
     assert t0.state == TrialState.FAIL and t0.user_attrs["interrupted"] is True
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == t0.params
-    ckpts = list((project.output_dir / "tiny" / "trials" / "hpo_tiny" / "trial_0").glob(
-        "checkpoint-*"))
-    assert ckpts, "an interrupted trial keeps its checkpoint"
-    saved_step = int(ckpts[0].name.split("-")[1])
+    trial0 = project.output_dir / "tiny" / "trials" / "hpo_tiny" / "trial_0"
+    assert has_checkpoint(trial0), "an interrupted trial keeps its checkpoint"
+    saved_step = newest_step(trial0)
     rerun = subprocess.run(project.run_args("--max-trials", "1"), env=_env(),
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

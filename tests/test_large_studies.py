@@ -23,9 +23,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
-from hpo_helpers.inspection import compare_studies, inspect_all, load_studies, trials_table
-from hpo_helpers.queries import trials_in
-from hpo_helpers.status import plan, status
+from hpo_helpers.results.inspection import compare_studies, inspect_all, load_studies, trials_table
+from hpo_helpers.study.queries import trials_in
+from hpo_helpers.study.status import plan, status
 
 from .conftest import REPO
 from .test_distributed import pg_url  # noqa: F401 - the PostgreSQL fixture
@@ -85,10 +85,10 @@ def no_full_reads() -> Iterator[None]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def large_study(request, project):
     """(config, storage URL or None, SQLite URL to read) of a seeded 10,000-trial study."""
-    from hpo_helpers.study import fingerprint
+    from hpo_helpers.study.store import fingerprint
 
     cfg = load_configs(project.config_dir, project.hpo)
-    from hpo_helpers.data import load_dataset
+    from hpo_helpers.data.dataset import load_dataset
 
     parts = fingerprint(cfg.hpo, load_dataset(project.dataset, cfg.data).fingerprint)
     if request.param == "sqlite":
@@ -185,8 +185,8 @@ def test_status_panel_and_resume_agree_with_a_full_load(large_study, project) ->
     assert "hpo_tiny: validation F1 (strict) by trial" in titles
     assert "hpo_tiny: learning curves of the 10 best and 10 latest trials (x: pruned)" in titles
     with no_full_reads():
-        with mock.patch("hpo_helpers.sweep.fit", stub_fit):
-            outcome = run_sweep(more, output_dir=project.output_dir, storage_url=shared)
+        outcome = run_sweep(more, output_dir=project.output_dir, storage_url=shared,
+                            fit=stub_fit)
         after = status(more, **where)
     assert outcome.trials_run >= 1
     counts_after, best_after = _full_load(url)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_helpers.metrics import entity_scores
+from hpo_helpers.training.metrics import entity_scores
 
 
 def test_strict_iob2_micro_f1_hand_checked() -> None:

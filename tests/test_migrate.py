@@ -16,11 +16,16 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpo_helpers.config import expand_env, load_hpo_config, load_infrastructure_config
-from hpo_helpers.errors import ConfigError
-from hpo_helpers.migrate import migrate_config
+from hpo_helpers.core.errors import ConfigError
+from hpo_helpers.frontends.migrate import migrate_config
+from hpo_helpers.settings.config import (
+    expand_env,
+    load_configs,
+    load_hpo_config,
+    load_infrastructure_config,
+)
 
-from .conftest import PYTHON, REPO
+from .conftest import PYTHON, compact_dataset, compact_split
 
 OLD_HPO = """\
 search_space:
@@ -96,8 +101,9 @@ def old_project(tmp_path: Path) -> Path:
         (cfg / rel).write_text(text)
     data = tmp_path / "old" / "dataset"
     data.mkdir()
+    compact = compact_dataset(tmp_path / "demo-data")
     for split, n in (("train", 12), ("validation", 4), ("test", 4)):
-        docs = json.loads((REPO / "dataset" / f"{split}.json").read_text())[:n]
+        docs = json.loads((compact / f"{split}.json").read_text())[:n]
         (data / f"{split}.json").write_text(json.dumps(docs))
     return cfg
 
@@ -154,12 +160,12 @@ def test_migrated_original_project_runs_a_one_trial_sweep(old_project: Path, tmp
                           str(new)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     report = (new / "MIGRATION.md").read_text()
-    for key, why in (("slack_factor", "no slack"), ("objective.metric", "micro F1"),
+    for key, why in (("slack_factor", "no slack"), ("objective.metric", "macro F1"),
                      ("training.gradient_accumulation_steps", "not implemented"),
                      ("splitting.stratified", "seeded shuffle"), ("compute", "no Azure"),
                      ("mlflow.log_best_checkpoint", "keep_top_k"),
-                     ("checkpoint.study_name", "placeholders"), ("model/distilbert.yaml",
-                                                                 "not a config")):
+                     ("checkpoint.study_name", "the name of the original's study"),
+                     ("model/distilbert.yaml", "not a config")):
         line = next((ln for ln in report.splitlines() if f"`{key}`" in ln or key in ln), "")
         assert why in line, (key, line)
     assert "not supported: hpo/smoke.yaml early_termination.slack_factor" in res.stdout
@@ -169,6 +175,7 @@ def test_migrated_original_project_runs_a_one_trial_sweep(old_project: Path, tmp
     hpo = yaml.safe_load((new / "hpo" / "smoke.yaml").read_text())
     assert hpo["checkpoint"]["storage_path"] == "{backbone}/study.db"
     assert hpo["backbone"] == "tiny" and hpo["max_trials"] == 1 and hpo["keep_top_k"] == 1
+    assert hpo["objective"] == {"metric": "macro_f1"} and hpo["study_name"] == "hpo_tiny_smoke"
     assert hpo["search_space"]["epochs"] == 1 and hpo["selection"]["min_accuracy_gain"] == 0.02
 
     out = tmp_path / "out"
@@ -176,10 +183,181 @@ def test_migrated_original_project_runs_a_one_trial_sweep(old_project: Path, tmp
                           str(new / "hpo" / "smoke.yaml"), "--output-dir", str(out)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    study = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{out}/tiny/study.db")
+    study = optuna.load_study(study_name="hpo_tiny_smoke",
+                              storage=f"sqlite:///{out}/tiny/study.db")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
 
 
 def test_migrate_config_refuses_to_write_over_the_old_folder(old_project: Path) -> None:
     with pytest.raises(ConfigError, match="the new folder must differ from the old one"):
         migrate_config(old_project, old_project)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21 item 6: migration from the original tool is faithful
+
+
+def _with_old(cfg: Path, rel: str, **changes) -> None:
+    """Rewrite one old config file with top-level keys changed (None removes a key)."""
+    raw = yaml.safe_load((cfg / rel).read_text())
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    (cfg / rel).write_text(yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize("old,ours", [("macro-f1", "macro_f1"), ("macro_f1", "macro_f1"),
+                                      ("F1_Macro", "macro_f1"), ("Macro F1", "macro_f1"),
+                                      ("f1", "f1"), ("micro-f1", "f1")])
+def test_the_original_metric_keeps_its_meaning(old_project: Path, tmp_path: Path, old: str,
+                                               ours: str) -> None:
+    _with_old(old_project, "hpo/smoke.yaml", objective={"metric": old, "goal": "maximize"})
+    migrate_config(old_project, tmp_path / "new")
+    hpo = yaml.safe_load((tmp_path / "new" / "hpo" / "smoke.yaml").read_text())
+    assert hpo["objective"] == {"metric": ours}
+    assert load_hpo_config(tmp_path / "new" / "hpo" / "smoke.yaml").objective.metric == ours
+
+
+def test_training_metric_is_the_objective_when_the_hpo_file_names_none(old_project: Path,
+                                                                       tmp_path: Path) -> None:
+    _with_old(old_project, "hpo/smoke.yaml", objective=None)  # train.yaml: metric: macro-f1
+    report = migrate_config(old_project, tmp_path / "new")
+    hpo = yaml.safe_load((tmp_path / "new" / "hpo" / "smoke.yaml").read_text())
+    assert hpo["objective"] == {"metric": "macro_f1"}
+    assert ("train.yaml", "training.metric", "mapped") in [e[:3] for e in report.entries]
+
+
+def test_an_unknown_metric_is_refused_in_one_line_and_nothing_is_written(old_project: Path,
+                                                                         tmp_path: Path) -> None:
+    _with_old(old_project, "hpo/smoke.yaml", objective={"metric": "accuracy"})
+    new = tmp_path / "new"
+    res = subprocess.run([PYTHON, "-m", "hpo_helpers", "migrate-config", str(old_project),
+                          str(new)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "hpo/smoke.yaml: objective.metric 'accuracy' is not a metric" in lines[0]
+    assert "Fix: write macro-f1" in lines[0]
+    assert not new.exists() or not any(new.rglob("*"))
+
+
+def _conll_starting_with_a_bracket(folder: Path) -> None:
+    """CoNLL files whose first token is '[': auto takes them for JSON, conll reads them."""
+    folder.mkdir(parents=True)
+    body = "[ O\nJane B-NAME\nDoe I-NAME\n] O\nPython B-SKILL\n\n"
+    for split in ("train", "validation", "test"):
+        (folder / f"{split}.conll").write_text(body * 3)
+
+
+def test_format_is_auto_unless_only_the_original_format_reads_the_files(
+        old_project: Path, tmp_path: Path) -> None:
+    migrate_config(old_project, tmp_path / "new")  # json files: auto reads them as json too
+    data = yaml.safe_load((tmp_path / "new" / "data" / "resume_mini.yaml").read_text())
+    assert "format" not in data and load_configs(
+        tmp_path / "new", tmp_path / "new" / "hpo" / "smoke.yaml").data.format == "auto"
+    assert "json -> auto, which reads these files as json too" in (
+        tmp_path / "new" / "MIGRATION.md").read_text()
+
+    _conll_starting_with_a_bracket(tmp_path / "old" / "conll_data")
+    _with_old(old_project, "data/resume_mini.yaml", local_path="../conll_data",
+              schema={"format": "conll", "entity_types": ["NAME", "SKILL"]})
+    migrate_config(old_project, tmp_path / "new2")
+    data = yaml.safe_load((tmp_path / "new2" / "data" / "resume_mini.yaml").read_text())
+    assert data["format"] == "conll"
+    assert "kept: auto would read train.conll as" in (tmp_path / "new2" / "MIGRATION.md"
+                                                      ).read_text()
+
+
+def test_the_data_seed_still_picks_the_dataset_tiny_subfolder(old_project: Path,
+                                                              tmp_path: Path) -> None:
+    from hpo_helpers.data.dataset import load_data
+
+    tiny = tmp_path / "old" / "dataset_tiny"
+    for seed, n in ((0, 8), (1, 5)):
+        (tiny / f"seed{seed}").mkdir(parents=True)
+        for split in ("train", "validation", "test"):
+            docs = compact_split(split)[:n]
+            (tiny / f"seed{seed}" / f"{split}.json").write_text(json.dumps(docs))
+    _with_old(old_project, "data/resume_mini.yaml", local_path="../dataset_tiny", seed=1,
+              splitting={"train_test_ratio": 0.8, "random_seed": 42})
+    new = tmp_path / "new"
+    migrate_config(old_project, new)
+    data = yaml.safe_load((new / "data" / "resume_mini.yaml").read_text())
+    assert data["path"] == "old/dataset_tiny/seed1" and data["split_seed"] == 42
+    assert "seed 1 picked the subfolder seed1" in (new / "MIGRATION.md").read_text()
+    cfg = load_configs(new, new / "hpo" / "smoke.yaml")
+    assert len(load_data(cfg).train) == 5  # seed1's files, as the original read them
+
+    # any other folder: the original read it as it is; seed is no split seed either
+    _with_old(old_project, "data/resume_mini.yaml", local_path="../dataset", seed=1)
+    report = migrate_config(old_project, tmp_path / "new2")
+    data = yaml.safe_load((tmp_path / "new2" / "data" / "resume_mini.yaml").read_text())
+    assert data["path"] == "old/dataset" and data["split_seed"] == 42
+    assert any(e[1] == "seed" and e[2] == "not supported" and "not one" in e[3]
+               for e in report.entries)
+
+
+def _original_study(db: Path, name: str, project) -> None:
+    """A study the original tool left: one COMPLETE trial, no fingerprint (it kept none)."""
+    import dataclasses
+    import sqlite3
+
+    from hpo_helpers import run_sweep
+    from hpo_helpers.settings.schema import FINGERPRINT
+
+    cfg = load_configs(project.config_dir, project.hpo)
+    cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, max_trials=1,
+                                                           study_name=name))
+    out = run_sweep(cfg, output_dir=project.root / "made")
+    made = out.paths.working_db
+    con = sqlite3.connect(made)
+    con.execute("DELETE FROM study_user_attributes WHERE key = ?", (FINGERPRINT,))
+    con.commit()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    made.replace(db)
+
+
+def test_a_study_the_original_left_under_another_name_is_named_not_abandoned(
+        old_project: Path, tmp_path: Path) -> None:
+    db = tmp_path / "old" / "outputs" / "hpo" / "distilbert" / "study.db"
+    db.parent.mkdir(parents=True)
+    optuna.create_study(study_name="hpo_distilbert_v9", storage=f"sqlite:///{db}")
+    report = migrate_config(old_project, tmp_path / "new")
+    assert any(f"{db} holds study hpo_distilbert_v9 (0 trials)" in n
+               and "set study_name: hpo_distilbert_v9" in n for n in report.studies)
+    assert "WARNING: " in report.summary()
+    assert "hpo_distilbert_v9" in (tmp_path / "new" / "MIGRATION.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_originals_study_name_layout_is_found_and_continued(old_project: Path,
+                                                                tmp_path: Path,
+                                                                project) -> None:
+    """The original's storage_path "{study_name}/study.db" with a custom study_name: the
+    study is at outputs/hpo/hpo_tiny_smoke/study.db; migrate-config names it and the command
+    it prints adopts it (copied; the original untouched) and continues it."""
+    from hpo_helpers.storage.durable import sha256
+
+    db = tmp_path / "old" / "outputs" / "hpo" / "hpo_tiny_smoke" / "study.db"
+    _original_study(db, "hpo_tiny_smoke", project)
+    before = sha256(db)
+    new = tmp_path / "new" / "config"
+    res = subprocess.run([PYTHON, "-m", "hpo_helpers", "migrate-config", str(old_project),
+                          str(new)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if "WARNING: the original's study" in ln)
+    assert f"hpo_tiny_smoke (1 trials) is at {db}" in line and "left untouched" in line
+    command = line[line.index("python -m hpo_helpers run"):line.index(" (it is copied")]
+    assert command.endswith(f"--output-dir {tmp_path / 'old' / 'outputs' / 'hpo'}")
+    argv = [PYTHON, *command.split()[1:], "--max-trials", "2"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Adopted the study found at the seed's old location" in run.stderr
+    study = optuna.load_study(study_name="hpo_tiny_smoke", storage="sqlite:///" + str(
+        tmp_path / "old" / "outputs" / "hpo" / "tiny" / "study.db"))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert sha256(db) == before, "the original's file is never modified"

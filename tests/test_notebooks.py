@@ -12,7 +12,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from hpo_helpers.notebook import NOTEBOOK_PARAMETERS
+from hpo_helpers.frontends.notebook import NOTEBOOK_PARAMETERS
 
 from .conftest import REPO
 

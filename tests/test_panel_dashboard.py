@@ -11,8 +11,8 @@ import urllib.request
 import optuna
 from optuna.trial import TrialState
 
-from hpo_helpers.dashboard import start_dashboard
-from hpo_helpers.widgets import ResumePanel
+from hpo_helpers.frontends.dashboard import start_dashboard
+from hpo_helpers.frontends.widgets import ResumePanel
 
 
 def _panel(project, **kw) -> ResumePanel:
@@ -87,7 +87,7 @@ for i in range(40):
 
 def test_dashboard_lists_the_study_while_another_process_adds_trials(tmp_path) -> None:
     db = tmp_path / "study.db"
-    from hpo_helpers.snapshot import enable_wal
+    from hpo_helpers.storage.snapshot import enable_wal
 
     enable_wal(db)
     url = f"sqlite:///{db}"

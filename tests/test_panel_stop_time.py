@@ -7,9 +7,9 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from hpo_helpers.checkpoints import latest_checkpoint
-from hpo_helpers.layout import checkpoint_step
-from hpo_helpers.widgets import ResumePanel, _Clock
+from hpo_helpers.frontends.widgets import ResumePanel, _Clock
+from hpo_helpers.storage.checkpoints import latest_checkpoint
+from hpo_helpers.storage.layout import checkpoint_step
 
 from .test_kill_resume import _slower_trials
 
@@ -59,7 +59,7 @@ def test_stop_now_checkpoints_the_step_and_resume_continues_from_it(project) -> 
 
 def test_clock_estimates_from_measured_step_times(monkeypatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("hpo_helpers.widgets.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("hpo_helpers.frontends.widgets.time.monotonic", lambda: now[0])
     clock = _Clock()
     clock.trial_started()
     clock.step(1, 11)  # timing starts at the first step seen (a resumed trial starts mid-way)

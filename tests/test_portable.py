@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hpo_helpers import StudyLockedError
-from hpo_helpers.filelocks import ProcessLock, holder
-from hpo_helpers.study import StudyLock
+from hpo_helpers.core.filelocks import ProcessLock, holder
+from hpo_helpers.study.store import StudyLock
 
 from .conftest import REPO
 
@@ -30,8 +30,8 @@ def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_import_and_lock_without_fcntl(tmp_path: Path) -> None:
     code = f"""
 import hpo_helpers
-from hpo_helpers import filelocks
-from hpo_helpers.study import StudyLock, lock_holder
+from hpo_helpers.core import filelocks
+from hpo_helpers.study.store import StudyLock, lock_holder
 from pathlib import Path
 db = Path({str(tmp_path / 'study.db')!r})
 lock = StudyLock(db)
@@ -52,7 +52,7 @@ print("after:", lock_holder(db), filelocks._backend())
 def test_pidfile_lock_of_a_dead_process_is_free(tmp_path: Path) -> None:
     lock_file = tmp_path / "study.db.lock"
     code = f"""
-from hpo_helpers.filelocks import ProcessLock
+from hpo_helpers.core.filelocks import ProcessLock
 import os
 assert ProcessLock({str(lock_file)!r}).acquire()
 os._exit(0)  # dies holding it: no release
@@ -60,7 +60,7 @@ os._exit(0)  # dies holding it: no release
     assert _run(code, tmp_path).returncode == 0
     assert lock_file.exists()
     res = _run(f"""
-from hpo_helpers.filelocks import ProcessLock, holder
+from hpo_helpers.core.filelocks import ProcessLock, holder
 print(holder({str(lock_file)!r}), ProcessLock({str(lock_file)!r}).acquire())
 """, tmp_path)
     assert res.stdout.strip() == "None True", res.stderr[-2000:]
@@ -83,7 +83,7 @@ def test_os_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> 
 def test_cpu_sweep_without_fcntl(project, tmp_path: Path) -> None:
     code = f"""
 import sys
-from hpo_helpers.cli import main
+from hpo_helpers.frontends.cli import main
 sys.exit(main(["run", "--config", {str(project.hpo)!r}, "--output-dir",
                {str(project.output_dir)!r}, "--max-trials", "1"]))
 """
@@ -91,7 +91,7 @@ sys.exit(main(["run", "--config", {str(project.hpo)!r}, "--output-dir",
     assert res.returncode == 0, res.stderr[-3000:]
     status = _run(f"""
 import sys
-from hpo_helpers.cli import main
+from hpo_helpers.frontends.cli import main
 sys.exit(main(["status", "--config", {str(project.hpo)!r}, "--output-dir",
                {str(project.output_dir)!r}, "--json"]))
 """, tmp_path)

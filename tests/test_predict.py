@@ -8,22 +8,20 @@ import subprocess
 import pytest
 
 import hpo_helpers
-from hpo_helpers import HpoHelpersError
-from hpo_helpers.prediction import Predictor, read_inputs
-from hpo_helpers.sweep import load_configs, run_sweep
+from hpo_helpers import HpoHelpersError, load_configs, run_sweep
+from hpo_helpers.results.prediction import Predictor, read_inputs
 
 from .conftest import PYTHON
 
 
 @pytest.fixture(scope="module")
 def kept_model(tmp_path_factory):
-    """A 1-trial tiny sweep's kept model (random-ish: it predicts many entities)."""
-    from .conftest import TINY_HPO, make_project
+    """A 1-trial tiny sweep's kept model: two epochs of the recipe, so it finds entities."""
+    from .conftest import make_project
 
     root = tmp_path_factory.mktemp("pred")
     proj = make_project(root)
-    config_dir, hpo = proj.config_dir, proj.write_hpo(
-        max_trials=1, keep_top_k=1, search_space={**TINY_HPO["search_space"], "epochs": 1})
+    config_dir, hpo = proj.config_dir, proj.write_hpo(max_trials=1, keep_top_k=1)
     cfg = load_configs(config_dir, hpo)
     run_sweep(cfg, output_dir=root / "out")
     model = next((root / "out").rglob("trial_0"))
@@ -40,8 +38,8 @@ def _resume(n_lines: int) -> str:
 def test_long_resume_is_not_truncated(kept_model) -> None:
     text = _resume(60)
     predictor = Predictor(kept_model["dir"], max_length=64, stride=16)
-    from hpo_helpers.data import Document, word_spans
-    from hpo_helpers.encoding import encode_documents
+    from hpo_helpers.data.dataset import Document, word_spans
+    from hpo_helpers.training.encoding import encode_documents
 
     words = tuple(text[s:e] for s, e in word_spans(text))
     n_windows = len(encode_documents([Document("x", words, ("O",) * len(words))],
@@ -97,7 +95,7 @@ def test_inputs_text_or_jsonl_and_errors(tmp_path) -> None:
 
 
 def test_predict_best_without_config_is_one_error_line(capsys) -> None:
-    from hpo_helpers.cli import main
+    from hpo_helpers.frontends.cli import main
 
     assert main(["predict", "--model", "best", "--input", "-"]) == 2
     err = capsys.readouterr().err

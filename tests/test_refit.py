@@ -10,9 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from hpo_helpers import HpoHelpersError
-from hpo_helpers.refit import refit
-from hpo_helpers.sweep import load_configs, run_sweep
+from hpo_helpers import HpoHelpersError, load_configs, run_sweep
+from hpo_helpers.results.refit import refit
 
 from .conftest import PYTHON
 

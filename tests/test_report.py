@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo_helpers.report import figures, write_report
+from hpo_helpers.results.report import figures, write_report
 
 
 def _study(name: str, offset: float = 0.0) -> optuna.Study:
@@ -98,7 +98,7 @@ def test_a_macro_f1_study_names_its_axes_so_and_its_log_params_come_from_the_stu
 
 def test_notebook_03_shows_the_chosen_models_test_table_and_the_report_figures(
         monkeypatch) -> None:
-    from hpo_helpers.inspection import compare_studies, inspect_all, test_scores_table
+    from hpo_helpers.results.inspection import compare_studies, inspect_all, test_scores_table
 
     study = _study("hpo_tiny")
     table = test_scores_table(study)
@@ -114,7 +114,7 @@ def test_notebook_03_shows_the_chosen_models_test_table_and_the_report_figures(
     assert compare_studies([study])["test_f1"].tolist() == [0.9]
     assert test_scores_table(optuna.create_study()) is None
 
-    import hpo_helpers.inspection as inspection
+    import hpo_helpers.results.inspection as inspection
 
     shown: list = []
     monkeypatch.setattr(inspection, "load_studies", lambda files: [study])  # in memory here

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from hpo_helpers import ConfigError
-from hpo_helpers.paths import resolve
-from hpo_helpers.runtime import detect
+from hpo_helpers.core.runtime import detect
+from hpo_helpers.storage.paths import resolve
 
 
 def test_local_default_is_outputs_hpo_backbone(tmp_path: Path) -> None:

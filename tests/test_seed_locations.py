@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_helpers import load_configs, run_sweep
-from hpo_helpers.durable import sha256
-from hpo_helpers.runtime import detect
-from hpo_helpers.schema import FINGERPRINT
+from hpo_helpers.core.runtime import detect
+from hpo_helpers.settings.schema import FINGERPRINT
+from hpo_helpers.storage.durable import sha256
 
 
 def _cfg(project, max_trials: int):
@@ -59,3 +59,49 @@ def test_a_study_in_the_new_layout_wins_over_the_seed(project, tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         run_sweep(_cfg(project, 2), runtime=rt)
     assert "seed's old location" not in caplog.text
+
+
+def _seed_study(seed_db, project, study_name: str) -> None:
+    """What the original left at ``seed_db``: ``study_name`` with one trial, no fingerprint."""
+    cfg = _cfg(project, 1)
+    made = run_sweep(dataclasses.replace(cfg, hpo=dataclasses.replace(
+        cfg.hpo, study_name=study_name)), output_dir=project.root / "made").paths.working_db
+    con = sqlite3.connect(made)
+    con.execute("DELETE FROM study_user_attributes WHERE key = ?", (FINGERPRINT,))
+    con.commit()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    seed_db.parent.mkdir(parents=True, exist_ok=True)
+    made.replace(seed_db)
+
+
+def test_seed_study_in_a_study_name_folder_is_adopted(project, tmp_path, caplog) -> None:
+    """The original's ``storage_path: "{study_name}/study.db"`` (issue 21 item 6)."""
+    root = tmp_path / "vm"
+    seed = root.joinpath("kaggle", "working", "resume-ner-azureml", "outputs", "hpo",
+                         "hpo_tiny_v2", "study.db")
+    _seed_study(seed, project, "hpo_tiny_v2")
+    before = sha256(seed)
+    cfg = _cfg(project, 2)
+    cfg = dataclasses.replace(cfg, hpo=dataclasses.replace(cfg.hpo, study_name="hpo_tiny_v2"))
+    rt = detect({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, root=root)
+    with caplog.at_level(logging.WARNING):
+        out = run_sweep(cfg, runtime=rt)
+    assert f"Adopted the study found at the seed's old location {seed}" in caplog.text
+    assert out.resumed and len(out.study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert sha256(seed) == before
+
+
+def test_seed_file_holding_another_study_is_named_not_silently_abandoned(project, tmp_path,
+                                                                          caplog) -> None:
+    root = tmp_path / "vm"
+    seed = root.joinpath("kaggle", "working", "resume-ner-azureml", "outputs", "hpo", "tiny",
+                         "study.db")
+    _seed_study(seed, project, "hpo_tiny_smoke")  # a custom study_name; ours is hpo_tiny
+    rt = detect({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, root=root)
+    with caplog.at_level(logging.WARNING):
+        out = run_sweep(_cfg(project, 1), runtime=rt)
+    assert (f"Study file of the original tool at {seed} holds hpo_tiny_smoke (1 trials), not "
+            "hpo_tiny: not adopted. Fix: to continue it, set study_name: hpo_tiny_smoke in "
+            f"{project.hpo}") in caplog.text
+    assert not out.resumed

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_helpers.config import SelectionConfig
-from hpo_helpers.errors import HpoHelpersError
-from hpo_helpers.selection import Candidate, choose
+from hpo_helpers.core.errors import HpoHelpersError
+from hpo_helpers.results.selection import Candidate, choose
+from hpo_helpers.settings.config import SelectionConfig
 
 SLOW_BEST = Candidate("deberta", 0.900, infer_tokens_per_s=1000.0)
 FAST = Candidate("distilbert", 0.890, infer_tokens_per_s=4000.0)
@@ -54,8 +54,8 @@ def test_the_choice_is_logged_to_mlflow_and_a_tracking_failure_only_warns(
 
     from mlflow.tracking import MlflowClient
 
-    from hpo_helpers.mlflow_setup import TrackingSetup, setup_mlflow_cross_platform
-    from hpo_helpers.selection import _log
+    from hpo_helpers.results.selection import _log
+    from hpo_helpers.tracking.setup import TrackingSetup, setup_mlflow_cross_platform
 
     choice = choose([SLOW_BEST, FAST], SelectionConfig())
     result = {"selected_backbone": choice.chosen.backbone,
@@ -78,7 +78,7 @@ def test_the_choice_is_logged_to_mlflow_and_a_tracking_failure_only_warns(
 
 
 def test_select_without_finished_studies_says_so_and_exits_2(project, capsys) -> None:
-    from hpo_helpers.cli import main
+    from hpo_helpers.frontends.cli import main
 
     code = main(["select", "--config", str(project.hpo), "--output-dir",
                  str(project.output_dir)])

@@ -19,8 +19,8 @@ from hpo_helpers import (
     run_sweep,
     study_status,
 )
-from hpo_helpers.runtime import detect
-from hpo_helpers.study import StudyLock
+from hpo_helpers.core.runtime import detect
+from hpo_helpers.study.store import StudyLock
 
 
 def _sweep(project, **kw):
@@ -123,15 +123,13 @@ def test_second_sweep_on_a_locked_study_is_refused(project) -> None:
 def test_failing_trials_stop_the_sweep_after_the_cap_and_keep_finished_ones(
         project, monkeypatch) -> None:
     _sweep(project, max_trials=1)
-    import hpo_helpers.sweep as sweep_mod
-
     def broken_fit(**kwargs):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(sweep_mod, "fit", broken_fit)
     project.write_hpo(max_failed_trials=2, max_trials=3)
     with pytest.raises(SweepFailedError, match=r"2 trials failed in a row .*device-side assert"):
-        _sweep(project)
+        run_sweep(load_configs(project.config_dir, project.hpo), output_dir=project.output_dir,
+                  fit=broken_fit)
     study = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{_db(project)}")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
     failed = study.get_trials(states=(TrialState.FAIL,))

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from hpo_helpers.backbones import load_backbone
-from hpo_helpers.checkpoints import MARKER, latest_checkpoint, resume_checkpoint
-from hpo_helpers.config import load_data_config, load_train_config
-from hpo_helpers.data import load_dataset
-from hpo_helpers.encoding import encode_documents
-from hpo_helpers.train import fit
+from hpo_helpers.data.dataset import load_dataset
+from hpo_helpers.settings.config import load_data_config, load_train_config
+from hpo_helpers.storage.checkpoints import MARKER, latest_checkpoint, resume_checkpoint
+from hpo_helpers.training.backbones import load_backbone
+from hpo_helpers.training.encoding import encode_documents
+from hpo_helpers.training.train import fit
 
-from .conftest import REPO
+from .conftest import REPO, compact_dataset
 
 PARAMS = {"learning_rate": 2e-3, "batch_size": 4, "dropout": 0.1, "weight_decay": 0.01,
           "warmup_ratio": 0.1, "epochs": 3}
@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     data_cfg = load_data_config({**_demo_data(), "max_train_documents": 12,
                                  "max_eval_documents": 5})
-    ds = load_dataset(REPO / "dataset", data_cfg)
+    ds = load_dataset(compact_dataset(tmp / "data"), data_cfg)
     train_cfg = load_train_config({"max_length": 64, "stride": 16, "torch_threads": 1})
     bb = load_backbone("tiny", REPO / "config", texts=[" ".join(d.words) for d in ds.train],
                        cache_dir=tmp / "tok")
@@ -180,7 +180,7 @@ def _spy_models(monkeypatch, bb, *, oom_above: int | None = None, oom_in_eval: b
 def test_chosen_policy_is_the_one_fit_uses(setup, monkeypatch, native, dtype) -> None:
     import torch
 
-    import hpo_helpers.device as device
+    import hpo_helpers.training.device as device
 
     monkeypatch.setattr(device, "_cpu_has_bf16", lambda: native)
     built = _spy_models(monkeypatch, setup["bb"])
@@ -203,7 +203,7 @@ def test_fp16_trains_with_a_scaler_and_resumes_exactly(setup, fp16_uninterrupted
                                                        monkeypatch) -> None:
     import torch
 
-    from hpo_helpers.checkpoints import TRAINING_FILE
+    from hpo_helpers.storage.checkpoints import TRAINING_FILE
 
     built = _spy_models(monkeypatch, setup["bb"])
     cfg = _cfg(setup, precision="fp16")
@@ -228,7 +228,7 @@ def test_checkpoint_from_main_without_scaler_state_resumes(setup, uninterrupted,
 
     import torch
 
-    from hpo_helpers.checkpoints import STATE_FILE, TRAINING_FILE
+    from hpo_helpers.storage.checkpoints import STATE_FILE, TRAINING_FILE
 
     steps: list[int] = []
     _fit(setup, tmp_path, on_step=lambda d, t: steps.append(d),
@@ -257,7 +257,7 @@ def test_compile_failure_falls_back_to_eager_once_and_the_trial_completes(
 
     import torch
 
-    import hpo_helpers.train as train
+    import hpo_helpers.training.train as train
 
     real_compile = torch.compile
 
@@ -280,7 +280,7 @@ def test_compile_failure_falls_back_to_eager_once_and_the_trial_completes(
 def test_compile_that_raises_at_once_falls_back(setup, tmp_path, monkeypatch) -> None:
     import torch
 
-    import hpo_helpers.train as train
+    import hpo_helpers.training.train as train
 
     def no_compiler(model, **kw):
         raise RuntimeError("torch.compile is not supported on this Python")
@@ -295,7 +295,7 @@ def test_out_of_memory_ends_the_fit_with_the_batch_size_and_frees_the_model(
         setup, tmp_path, monkeypatch) -> None:
     import gc
 
-    from hpo_helpers.errors import TrialOutOfMemoryError
+    from hpo_helpers.core.errors import TrialOutOfMemoryError
 
     built = _spy_models(monkeypatch, setup["bb"], oom_above=2)
     with pytest.raises(TrialOutOfMemoryError, match=r"out of memory in train at batch size 4 "
@@ -308,7 +308,7 @@ def test_out_of_memory_ends_the_fit_with_the_batch_size_and_frees_the_model(
 
 
 def test_out_of_memory_in_evaluation_names_eval_batch_size(setup, monkeypatch) -> None:
-    from hpo_helpers.errors import TrialOutOfMemoryError
+    from hpo_helpers.core.errors import TrialOutOfMemoryError
 
     _spy_models(monkeypatch, setup["bb"], oom_in_eval=True)
     with pytest.raises(TrialOutOfMemoryError, match=r"in evaluation at eval_batch_size 32"):
@@ -340,7 +340,7 @@ def _oom_backbones(monkeypatch, oom_builds: set[int]):
     """Make the models of the given (0-based) fit calls of a sweep run out of memory."""
     import torch
 
-    import hpo_helpers.sweep as sweep_mod
+    import hpo_helpers.sweep.plan as sweep_mod
 
     real_load = sweep_mod.load_backbone
     count = [0]
@@ -370,7 +370,7 @@ def test_oom_trial_fails_with_oom_and_the_sweep_goes_on(project, monkeypatch, ca
     from optuna.trial import TrialState
 
     from hpo_helpers import load_configs, run_local_hpo_sweep, study_status
-    from hpo_helpers.cli import main
+    from hpo_helpers.frontends.cli import main
 
     _oom_backbones(monkeypatch, {0})
     project.write_hpo(max_trials=2, max_failed_trials=1)  # an OOM is not one of those

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from .test_kill_resume import _env, _load, _slower_trials, _wait_for
+from .test_kill_resume import _checkpointed, _env, _load, _slower_trials, _wait_for
 
 
 def test_worker_devices_auto_on_a_cpu_machine_is_one_default_worker() -> None:
     import torch
 
-    from hpo_helpers.device import worker_devices
+    from hpo_helpers.training.device import worker_devices
 
     if torch.cuda.device_count() > 1:
         pytest.skip("several GPUs here: auto gives one worker per GPU")
@@ -28,8 +28,8 @@ def test_worker_devices_auto_on_a_cpu_machine_is_one_default_worker() -> None:
 def test_worker_devices_refuses_devices_that_are_not_here(spec) -> None:
     import torch
 
-    from hpo_helpers.device import worker_devices
-    from hpo_helpers.errors import ConfigError
+    from hpo_helpers.core.errors import ConfigError
+    from hpo_helpers.training.device import worker_devices
 
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has the GPUs")
@@ -60,12 +60,6 @@ def _running(db: Path) -> list[int]:
     return sorted(r[0] for r in rows)
 
 
-def _checkpointed(trials: Path, number: int) -> bool:
-    d = trials / f"trial_{number}"
-    # checkpoint-<step> only: a "checkpoint-<step>.tmp-<pid>" folder gets its marker before
-    # the rename, and a kill then leaves nothing to resume from.
-    return d.is_dir() and any((c / "COMPLETE").is_file() for c in d.glob("checkpoint-*")
-                              if c.name.removeprefix("checkpoint-").isdigit())
 
 
 @pytest.mark.slow
@@ -125,10 +119,9 @@ def test_two_workers_run_trials_at_once_on_their_devices_and_stop_at_max_trials(
 
     from optuna.trial import TrialState
 
-    import hpo_helpers.sweep as sweep_mod
-    from hpo_helpers import run_local_hpo_sweep
-    from hpo_helpers.device import default_device
-    from hpo_helpers.train import FitResult
+    from hpo_helpers import load_configs, run_sweep
+    from hpo_helpers.training.device import default_device
+    from hpo_helpers.training.train import FitResult
 
     lock, now, most, seen = threading.Lock(), [0], [0], []
 
@@ -142,12 +135,11 @@ def test_two_workers_run_trials_at_once_on_their_devices_and_stop_at_max_trials(
             now[0] -= 1
         return FitResult(best_f1=0.5)
 
-    monkeypatch.setattr(sweep_mod, "fit", fit)
     project.write_hpo(max_trials=3)
     train = project.config_dir / "train.yaml"
     train.write_text(train.read_text() + "\ndevices: cpu,cpu\n")
-    study = run_local_hpo_sweep(None, project.config_dir, None, project.hpo, None,
-                                project.output_dir)
+    study = run_sweep(load_configs(project.config_dir, project.hpo),
+                      output_dir=project.output_dir, fit=fit).study
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3  # no overshoot
     assert most[0] == 2  # two trials at once
     assert {name.split("-")[2] for name, _ in seen} == {"0", "1"}  # hpo-worker-<i>-<device>
@@ -159,9 +151,9 @@ def test_the_panel_shows_one_row_per_running_trial(project, monkeypatch) -> None
     import threading
     import time
 
-    import hpo_helpers.sweep as sweep_mod
-    from hpo_helpers.train import FitResult
-    from hpo_helpers.widgets import ResumePanel
+    import hpo_helpers.training.train as train_mod
+    from hpo_helpers.frontends.widgets import ResumePanel
+    from hpo_helpers.training.train import FitResult
 
     def fit(**kwargs):
         kwargs["on_step"](1, 2)
@@ -169,7 +161,7 @@ def test_the_panel_shows_one_row_per_running_trial(project, monkeypatch) -> None
         kwargs["on_step"](2, 2)
         return FitResult(best_f1=0.5)
 
-    monkeypatch.setattr(sweep_mod, "fit", fit)
+    monkeypatch.setattr(train_mod, "fit", fit)  # the panel runs the default fit
     project.write_hpo(max_trials=3)
     train = project.config_dir / "train.yaml"
     train.write_text(train.read_text() + "\ndevices: cpu,cpu\n")

@@ -55,3 +55,17 @@ def test_quality_trainer_only_trains_the_baseline_for_the_cpu_time_given() -> No
     assert r["budget_cpu_minutes"] == 0.3 and "test_micro_f1" not in r  # ours did not run
     assert 0 <= trainer["test_micro_f1"] <= 1 and trainer["epochs_trained"] > 0
     assert trainer["cpu_minutes"] >= 0.3  # it stops once the budget is spent, not before
+
+
+def test_search_efficiency_stops_every_method_at_the_same_epoch_budget() -> None:
+    r = _run("search_efficiency.py", "--seeds", "1", "--budget", "5", "--epochs", "3",
+             "--docs", "6", "--eval-docs", "3")
+    assert r["budget_epochs"] == 5 and r["seeds"] == 1
+    assert set(r["methods"]) == {"random", "tpe_median", "tpe_hyperband_pruner",
+                                 "hyperband_continue"} and "pbt" in r["not_built"]
+    for name, m in r["methods"].items():
+        assert m["epochs_trained"] == 5, name
+        assert set(m["best_val_f1_at"]) == {"0.25", "0.5", "1.0"}, name
+        assert m["best_val_f1_at"]["0.25"] <= m["best_val_f1_at"]["1.0"], name
+        assert m["test_f1_of_best"] is not None, name
+    assert r["verdict"].startswith("not judged")

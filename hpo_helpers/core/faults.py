@@ -6,7 +6,8 @@ process SIGKILLs itself at the n-th time it passes ``name``. Points sit at the a
 ``checkpoint_mirror`` (half of a checkpoint copied to the durable folder), ``snapshot_copy``
 (half of a database snapshot copied), ``db_commit`` (a trial told to the study, not yet
 snapshotted), ``bucket_upload`` (half of a file sent to a ``durable_url`` bucket, not yet
-committed).
+committed), ``rung_decision`` (a trial's score at a rung recorded, the decision not yet
+acted on), ``promotion`` (a paused trial's continuation queued, not yet claimed).
 """
 
 from __future__ import annotations

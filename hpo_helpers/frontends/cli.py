@@ -381,6 +381,15 @@ def _status(args: argparse.Namespace) -> int:
           f"PRUNED {info['n_pruned']}  FAIL {info['n_failed']} (interrupted "
           f"{info['n_interrupted']}, out of memory {info.get('n_oom', 0)})  "
           f"WAITING {info['n_waiting']}")
+    if info.get("scheduler") == "hyperband":
+        print(f"  hyperband: {info['configurations_started']}/{info['max_trials']} "
+              "configurations started (COMPLETE counts trials paused at a rung too)")
+        for r in info["rungs"]:
+            print(f"  rung {r['rung']} epochs" + (f" (bracket {r['bracket']})"
+                                                  if any(x['bracket'] for x in info["rungs"])
+                                                  else "")
+                  + f": reached by {r['reached']}, waiting there {r['paused']}, promoted "
+                    f"{r['promoted']}, stopped {r['stopped']}")
     if info["max_trials"] != info["config_max_trials"]:  # a notebook or --max-trials raised it
         print(f"  budget {info['max_trials']} trials: set by the study's last run (the config "
               f"says {info['config_max_trials']}; --max-trials or the notebook's max_trials "

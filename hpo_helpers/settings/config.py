@@ -47,6 +47,7 @@ __all__ = [
     "Problems",
     "PrunerConfig",
     "SamplerConfig",
+    "SchedulerConfig",
     "SelectionConfig",
     "TrainConfig",
     "WorkspaceConfig",
@@ -104,9 +105,29 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    type: str = field(default="median", metadata=_rule(choices=("median", "none")))
+    # hyperband: Optuna's HyperbandPruner (pruned trials stop for good; min 1 epoch, max the
+    # trial's epochs, reduction factor 3), the baseline our own scheduler is measured against
+    type: str = field(default="median", metadata=_rule(choices=("median", "hyperband", "none")))
     n_startup_trials: int = field(default=2, metadata=_rule(low=0))
     n_warmup_steps: int = field(default=1, metadata=_rule(low=0))
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How trials share the epochs (``scheduler:``).
+
+    ``tpe_median`` (default): every trial trains its ``epochs`` unless the pruner stops it for
+    good. ``hyperband``: asynchronous successive halving with continuation: a trial stops at
+    each rung (``min_epochs`` times powers of ``reduction_factor``, up to the search space's
+    fixed ``epochs``) unless it ranks in the top 1/``reduction_factor`` of the trials of its
+    bracket that reached that rung; a stopped trial waits with its checkpoint and is promoted
+    (continued from it, optimizer and scheduler included) when it ranks so later.
+    ``brackets`` > 1 gives later configurations larger first rungs (Hyperband's brackets)."""
+
+    type: str = field(default="tpe_median", metadata=_rule(choices=("tpe_median", "hyperband")))
+    min_epochs: int = field(default=1, metadata=_rule(low=1, high=10_000))
+    reduction_factor: int = field(default=3, metadata=_rule(low=2, high=16))
+    brackets: int = field(default=1, metadata=_rule(low=1, high=8))
 
 
 @dataclass(frozen=True)
@@ -162,6 +183,7 @@ class HpoConfig:
     objective: ObjectiveConfig = ObjectiveConfig()
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     search_space: tuple[ParamSpec, ...] = ()
     # Trials queued before the sampler's first draw when the study is new (a known-good
@@ -725,11 +747,38 @@ def _check_hpo(file: Path, cfg: HpoConfig, problems: Problems) -> None:
                         f"heartbeat_interval ({cfg.heartbeat_interval})",
                         "give a dead worker's heartbeat time to be missed, e.g. grace_period: "
                         "120 with heartbeat_interval: 10 (and above the longest checkpoint write)")
+    if cfg.scheduler.type == "hyperband":
+        _check_hyperband(file, cfg, problems)
     with problems.check():
         _named(file, "backbone", cfg.backbone, backbone_path_name)
     for i, name in enumerate(cfg.backbones):
         with problems.check():
             _named(file, f"backbones[{i}]", name, backbone_path_name)
+
+
+def _check_hyperband(file: Path, cfg: HpoConfig, problems: Problems) -> None:
+    """``scheduler.type: hyperband`` needs one fixed number of epochs (the top rung) and room
+    for at least two rungs in every bracket; it does not mix with k-fold or a pruner."""
+    sch = cfg.scheduler
+    epochs = next((p for p in cfg.search_space if p.name == "epochs"), None)
+    if epochs is None or epochs.type != "fixed":
+        problems.add("key 'search_space.epochs' must be one fixed value with scheduler.type "
+                     "hyperband (the top rung: the scheduler decides how far each trial "
+                     "trains). Fix: e.g. epochs: 27")
+        return
+    top, low = int(epochs.value), sch.min_epochs * sch.reduction_factor ** (sch.brackets - 1)
+    if low * sch.reduction_factor > top:
+        problems.add(f"key 'scheduler.min_epochs' = {sch.min_epochs} leaves no rung below "
+                     f"epochs ({top}) with reduction_factor {sch.reduction_factor} and "
+                     f"{sch.brackets} bracket(s). Fix: epochs of at least "
+                     f"{low * sch.reduction_factor}, or a lower min_epochs or brackets")
+    if cfg.k_folds:
+        problems.add("key 'k_folds' cannot be used with scheduler.type hyperband (a rung is "
+                     "an epoch of one training run). Fix: drop one of them")
+    if cfg.pruner.type != "median" and cfg.pruner.type != "none":
+        problems.add(f"key 'pruner.type' = {cfg.pruner.type} cannot be used with "
+                     "scheduler.type hyperband (the scheduler stops trials at its rungs). "
+                     "Fix: drop the pruner or use scheduler.type tpe_median")
 
 
 def check_durable_url(file: Path | str, url: str) -> str:

@@ -10,6 +10,8 @@ from ..storage.layout import default_study_name
 __all__ = [
     "ATTEMPT",
     "BEST_EPOCH",
+    "CONTINUES",
+    "CONTINUES_FROM_EPOCH",
     "CREATED_AT",
     "DATA",
     "DEVICE",
@@ -27,16 +29,19 @@ __all__ = [
     "NOT_IN_MACRO",
     "NOT_IN_MACRO_NOTE",
     "OOM",
+    "PAUSED_AT",
     "REFIT",
     "RESUMED_FROM_EPOCH",
     "RESUMED_FROM_FOLD",
     "RESUMED_FROM_STEP",
     "RETRY_OF",
     "RETRY_ROOT",
+    "RUNG_SCORES",
     "RUN_INPUTS",
     "SELECTED_BACKBONE",
     "MAX_TRIALS",
     "SESSIONS",
+    "STOPPED_AT_RUNG",
     "TEST_SCORES",
     "VAL_PER_ENTITY_F1",
     "VAL_PRECISION",
@@ -73,6 +78,16 @@ FIXED_PARAMS = "fixed_params"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 RESUMED_FROM_STEP = "resumed_from_step"
 RESUMED_FROM_FOLD = "resumed_from_fold"  # k-fold: the fold the retry continued
+# Trial attributes: the scheduler (``scheduler.type: hyperband``, ``study.halving``). A trial
+# paused at a rung is COMPLETE with its value so far and PAUSED_AT; a promotion is a new trial
+# with CONTINUES (the paused trial) and RETRY_ROOT (the chain's checkpoint folder) that starts
+# from the paused trial's checkpoint at epoch CONTINUES_FROM_EPOCH.
+RUNG_SCORES = "rungs"  # rung (epochs, as a string) -> the trial's value when it reached it
+PAUSED_AT = "paused_at"  # the rung (epochs) the trial stopped at, waiting for a promotion
+#: (a study attribute) the paused trials a complete sweep ended without promoting
+STOPPED_AT_RUNG = "stopped_at_rung"
+CONTINUES = "continues"  # the paused trial this one continues
+CONTINUES_FROM_EPOCH = "continues_from_epoch"  # where it starts: its parent's rung
 # Trial attributes: results and bookkeeping
 ERROR = "error"
 OOM = "oom"  # the trial ran out of device memory

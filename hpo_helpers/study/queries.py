@@ -19,14 +19,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..settings.schema import (
+    CONTINUES,
     FOLD_F1,
     FOLD_F1_STD,
     INTERRUPTED,
     LEARNED_NOTHING,
     OOM,
+    PAUSED_AT,
     RESUMED_FROM_EPOCH,
     RETRY_OF,
     RETRY_ROOT,
+    STOPPED_AT_RUNG,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["TrialSummary", "best_trial", "chain_numbers", "interrupted_numbers",
-           "learned_nothing_numbers", "oom_numbers", "recent_durations", "state_counts",
+           "learned_nothing_numbers", "oom_numbers", "paused_chain_roots", "recent_durations",
+           "state_counts",
            "top_complete", "trial_by_number", "trial_numbers", "trial_summaries", "trials_in"]
 
 
@@ -111,11 +115,13 @@ def trial_numbers(study: optuna.Study) -> set[int]:
     return {int(n) for (n,) in _rows(study, q)}
 
 
-def _attrs(study: optuna.Study, keys: tuple[str, ...]) -> list[tuple[int, str, Any]]:
-    """(trial number, key, value) of the trials' user attributes named in ``keys``."""
+def _attrs(study: optuna.Study, keys: tuple[str, ...],
+           states: tuple[TrialState, ...] | None = None) -> list[tuple[int, str, Any]]:
+    """(trial number, key, value) of the trials' user attributes named in ``keys`` (of the
+    trials in ``states`` when given)."""
     if _engine(study) is None:
         return [(t.number, k, v) for t in _all(study) for k, v in t.user_attrs.items()
-                if k in keys]
+                if k in keys and (states is None or t.state in states)]
     import sqlalchemy as sa
     from optuna.storages._rdb.models import TrialModel
     from optuna.storages._rdb.models import TrialUserAttributeModel as Attr
@@ -123,6 +129,8 @@ def _attrs(study: optuna.Study, keys: tuple[str, ...]) -> list[tuple[int, str, A
     q = (sa.select(TrialModel.number, Attr.key, Attr.value_json)
          .join(Attr, Attr.trial_id == TrialModel.trial_id)
          .where(TrialModel.study_id == study._study_id, Attr.key.in_(keys)))
+    if states is not None:
+        q = q.where(TrialModel.state.in_(states))
     return [(int(n), k, json.loads(v)) for n, k, v in _rows(study, q)]
 
 
@@ -150,6 +158,22 @@ def chain_numbers(study: optuna.Study) -> set[int]:
     not_roots = {n for n, k, v in pairs if k == RETRY_ROOT and int(v) != n}
     return ((trial_numbers(study) - not_roots)
             | {int(v) for _, k, v in pairs if k in (RETRY_ROOT, RETRY_OF)})
+
+
+def paused_chain_roots(study: optuna.Study) -> set[int]:
+    """Retry-chain roots of COMPLETE trials paused at a rung (scheduler hyperband) that no
+    trial continues and the study has not stopped: a promotion may still need their
+    checkpoints. Empty, after one attribute query, for a study that never paused a trial."""
+    from optuna.trial import TrialState
+
+    paused = _attrs(study, (PAUSED_AT, RETRY_ROOT), (TrialState.COMPLETE,))
+    numbers = {n for n, k, _ in paused if k == PAUSED_AT}
+    if not numbers:
+        return set()
+    continued = {int(v) for _, _, v in _attrs(study, (CONTINUES,))}
+    stopped = set(study.user_attrs.get(STOPPED_AT_RUNG) or ())
+    roots = {n: int(v) for n, k, v in paused if k == RETRY_ROOT}
+    return {roots.get(n, n) for n in numbers - continued - stopped}
 
 
 def top_complete(study: optuna.Study, k: int) -> list[tuple[int, float | None]]:

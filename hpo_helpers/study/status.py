@@ -176,6 +176,19 @@ def _describe(study: optuna.Study, out: dict[str, Any]) -> None:
     _describe_results(study.user_attrs, out)
 
 
+def _describe_rungs(hpo: HpoConfig, study: optuna.Study, out: dict[str, Any]) -> None:
+    """Scheduler hyperband: configurations started (what ``max_trials`` counts) and, per
+    rung, the chains that reached it, wait there paused and were promoted from it."""
+    from .halving import occupancy, rungs_of, view
+
+    rungs = rungs_of(hpo)
+    if rungs is None:
+        return
+    out["scheduler"] = "hyperband"
+    out["configurations_started"] = len(view(study, rungs).started)
+    out["rungs"] = occupancy(study, rungs)
+
+
 def _describe_results(attrs: dict[str, Any], out: dict[str, Any]) -> None:
     """Data summary, test scores (all kept models; the best trial's apart) and the refit."""
     out["created_at"] = attrs.get(CREATED_AT)
@@ -248,7 +261,9 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
     try:
         if name not in optuna.get_all_study_names(storage):
             return out
-        _describe(optuna.load_study(study_name=name, storage=storage), out)
+        study = optuna.load_study(study_name=name, storage=storage)
+        _describe(study, out)
+        _describe_rungs(hpo, study, out)
     except (ValueError, optuna.exceptions.StorageInternalError,
             sqlalchemy.exc.SQLAlchemyError) as exc:
         # damage that passes SQLite's own check (a stored attribute that is not JSON): one

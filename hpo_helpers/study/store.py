@@ -29,6 +29,8 @@ from ..core.filelocks import ProcessLock, UnsafeLockFile, holder
 from ..settings.config import HpoConfig
 from ..settings.schema import (
     ATTEMPT,
+    CONTINUES,
+    CONTINUES_FROM_EPOCH,
     CREATED_AT,
     FINGERPRINT,
     FIXED_PARAMS,
@@ -169,11 +171,17 @@ def fingerprint(hpo: HpoConfig, dataset_fingerprint: str) -> dict[str, Any]:
         objective["k_fold_stratified"] = True
     if hpo.k_folds and hpo.k_fold_seed is not None:
         objective["k_fold_seed"] = hpo.k_fold_seed
-    return {
+    parts: dict[str, Any] = {
         "search_space": space,
         "objective": objective,
         "dataset": dataset_fingerprint,
     }
+    sch = hpo.scheduler
+    if sch.type != "tpe_median":  # rung records mean nothing under other rungs
+        parts["scheduler"] = {"type": sch.type, "min_epochs": sch.min_epochs,
+                              "reduction_factor": sch.reduction_factor,
+                              "brackets": sch.brackets}
+    return parts
 
 
 def fingerprint_change(stored: Any, parts: dict[str, Any]) -> str | None:
@@ -185,6 +193,9 @@ def fingerprint_change(stored: Any, parts: dict[str, Any]) -> str | None:
 
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     changes = []
+    if old.get("scheduler") != new.get("scheduler"):
+        changes.append(f"scheduler: {old.get('scheduler') or 'tpe_median'} -> "
+                       f"{new.get('scheduler') or 'tpe_median'}")
     for part in ("search_space", "objective"):
         a, b = old.get(part, {}), new.get(part, {})
         for key in sorted(set(a) | set(b)):
@@ -339,9 +350,13 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial)
     whose checkpoint folder every attempt shares.
     """
     root = retry_root(trial)
+    # a continuation's retry is one too: it starts where its parent paused
+    carried = {k: trial.user_attrs[k] for k in (CONTINUES, CONTINUES_FROM_EPOCH)
+               if k in trial.user_attrs}
     study.enqueue_trial(dict(trial.params),
                         user_attrs={RETRY_OF: trial.number, RETRY_ROOT: root,
-                                    ATTEMPT: int(trial.user_attrs.get(ATTEMPT, 1)) + 1})
+                                    ATTEMPT: int(trial.user_attrs.get(ATTEMPT, 1)) + 1,
+                                    **carried})
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:

@@ -24,7 +24,7 @@ from ..storage.durable import (
     remove_tree,
 )
 from ..storage.layout import StudyLayout, trial_root_of
-from ..study.queries import chain_numbers, top_complete, trials_in
+from ..study.queries import chain_numbers, paused_chain_roots, top_complete, trials_in
 
 if TYPE_CHECKING:
     import optuna
@@ -38,15 +38,20 @@ logger = logging.getLogger(__name__)
 
 
 def keep_top_k(study: optuna.Study, layout: StudyLayout, k: int, trial_number: int,
-               best_src: Path | None, writes: DurableWrites | None = None) -> None:
+               best_src: Path | None, writes: DurableWrites | None = None, *,
+               continues: bool = False) -> None:
     """Keep ``best_src`` as trial ``trial_number``'s model if it ranks in the top k; drop the
-    kept models that fell out of the top k.
+    kept models that fell out of the top k. A continuation (``continues``, scheduler
+    hyperband) that did not beat its chain's earlier best has no model of its own: that one
+    was kept under the paused trial's number, and nothing is done.
 
     The kept models live in the durable folder: when it refuses the copy (full, read-only,
     unmounted), the model waits on local disk (:meth:`StudyLayout.local_model_dir`) and
     ``writes`` moves it there after a later trial, if it is still among the top k."""
     target = layout.kept_model_dir(trial_number)
     if layout.models_root is None or target is None:
+        return
+    if continues and (best_src is None or not best_src.is_dir()):
         return
     writes = writes or DurableWrites()
     keep = {number for number, _ in top_complete(study, k)}
@@ -121,8 +126,10 @@ def _live_roots(study: optuna.Study) -> set[int]:
     """Retry-chain roots whose checkpoints may still be used (a trial will continue them)."""
     from optuna.trial import TrialState
 
-    # an interrupted attempt's retry is queued: it continues from these
-    return {retry_root(t) for t in trials_in(study, (TrialState.RUNNING, TrialState.WAITING))}
+    # an interrupted attempt's retry or a promotion is queued: it continues from these; a
+    # trial paused at a rung (scheduler hyperband) may still be promoted
+    return ({retry_root(t) for t in trials_in(study, (TrialState.RUNNING, TrialState.WAITING))}
+            | paused_chain_roots(study))
 
 
 def reconcile(study: optuna.Study, layout: StudyLayout) -> list[Path]:
@@ -148,8 +155,14 @@ def reconcile(study: optuna.Study, layout: StudyLayout) -> list[Path]:
     return removed
 
 
-def disk_usage(layout: StudyLayout, mirror: CheckpointMirror | None) -> dict[str, int]:
-    """Bytes kept: checkpoints of unfinished trials (working, mirrored) and best models."""
-    return {"checkpoints": folder_bytes(layout.trials_root),
-            "mirrored_checkpoints": folder_bytes(layout.mirror_root if mirror else None),
-            "best_models": folder_bytes(layout.models_root)}
+def disk_usage(layout: StudyLayout, mirror: CheckpointMirror | None, *,
+               log: bool = False) -> dict[str, int]:
+    """Bytes kept: checkpoints of unfinished trials (working, mirrored) and best models
+    (``log``: also logged as ``Disk kept: ...``)."""
+    usage = {"checkpoints": folder_bytes(layout.trials_root),
+             "mirrored_checkpoints": folder_bytes(layout.mirror_root if mirror else None),
+             "best_models": folder_bytes(layout.models_root)}
+    if log:
+        logger.info("Disk kept: %s", ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.1f} MB"
+                                                for k, v in usage.items()))
+    return usage

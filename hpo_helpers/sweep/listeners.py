@@ -29,7 +29,8 @@ class TrialListener:
 
     def trial_finished(self, study: optuna.Study, trial: optuna.Trial, state: str,
                        value: float | None) -> None:
-        """``trial`` ended: COMPLETE, PRUNED, FAIL or INTERRUPTED (already told to the study)."""
+        """``trial`` ended: COMPLETE, PAUSED (at a rung, COMPLETE in the study), PRUNED, FAIL
+        or INTERRUPTED (already told to the study)."""
 
 
 class TrackingListener(TrialListener):

@@ -1,6 +1,7 @@
 """The sweep: the loop that runs trials until ``max_trials`` are COMPLETE, resumably.
 
-Only COMPLETE trials count toward ``max_trials``. Each trial trains with epoch checkpoints in the
+Only COMPLETE trials count toward ``max_trials`` (with ``scheduler.type: hyperband``, the
+configurations started: ``sweep.scheduled``). Each trial trains with epoch checkpoints in the
 layout's ``trial_<root>`` folder, where ``root`` is the number of the first attempt of a retry
 chain, so a retry continues where the interrupted attempt stopped. After every trial the study
 database is snapshotted to the durable folder (when that differs from the working folder).
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,9 +32,9 @@ from ..core.stopping import StopRequest
 from ..data.dataset import Dataset
 from ..results.evaluate import score_kept_models, scores_lock
 from ..results.refit import refit_study
-from ..settings.config import HpoConfig
 from ..settings.schema import (
-    DATA,
+    CONTINUES,
+    CONTINUES_FROM_EPOCH,
     DEVICE,
     ERROR,
     INTERRUPTED,
@@ -51,18 +51,20 @@ from ..storage.mirror import CheckpointMirror
 from ..storage.snapshot import snapshot_all
 from ..study.inputs import RunInputs
 from ..study.opening import OpenedRun, open_run
-from ..study.queries import recent_durations, state_counts
+from ..study.queries import state_counts
 from ..study.store import enqueue_if_new, fingerprint, requeue
 from ..tracking.setup import TrackingSetup
 from ..tracking.tracker import SweepTracker
 from ..training.device import default_device, free_memory
 from ..training.train import FitResult
-from ..training.trial import Prepared, TrialRun, progress, run_trial, suggest
+from ..training.trial import Prepared, RungPause, TrialRun, progress, run_trial, suggest
+from .budget import over_budget
 from .events import SweepEvents, SweepOutcome
 from .failures import FailureCount
 from .housekeeping import disk_usage, keep_top_k, reconcile, send_waiting_models
 from .listeners import EventsListener, TrackingListener, TrialListener
 from .plan import SweepPlan
+from .scheduled import Scheduled
 from .workers import Claims, run_workers
 
 if TYPE_CHECKING:
@@ -102,6 +104,7 @@ class SweepSession:
         self.waiting_logged = False
         self.claims = Claims()
         self.books = threading.Lock()  # snapshots and clean-up, one worker at a time
+        self.scheduled = Scheduled.of(self.study, self.hpo, self.shared)  # hyperband
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -162,7 +165,7 @@ class SweepSession:
                               resumed=opened.resumed, runtime=plan.runtime.kind,
                               objective_metric=self.hpo.objective.metric,
                               recovered=opened.recovered)
-        _record_data(study, self.prep)
+        self.prep.record(study)
         if self.hpo.enqueue_trials:
             with opened.shared.exclusive("enqueue") if opened.shared else \
                     contextlib.nullcontext():
@@ -188,6 +191,10 @@ class SweepSession:
         with self.stop.installed(), contextlib.closing(trial_bar), contextlib.nullcontext() \
                 if quiet else logging_redirect_tqdm(tqdm_class=type(trial_bar)):
             run_workers(lambda: self.worker_loop(trial_bar), self.plan.devices, self.stop.event)
+        if self.scheduled is not None and self.scheduled.complete and self.shared is None:
+            with self.books:  # stopped trials' checkpoints go once the durable study says so
+                snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
+                reconcile(self.study, self.layout)
         self.after_sweep()
         self.outcome.finish(self.stop.signal_name)
 
@@ -229,10 +236,20 @@ class SweepSession:
                 return
 
     def n_complete(self) -> int:
+        """What ``max_trials`` counts: COMPLETE trials, or with the hyperband scheduler the
+        configurations started (the sweep is complete once none can go further)."""
+        if self.scheduled is not None:
+            return self.scheduled.started()
         return state_counts(self.study)["COMPLETE"]
 
     def next_trial(self) -> optuna.Trial | None:
         """Claim the next trial (the caller holds ``claims.cond``); None: stop (reason kept)."""
+        if self.scheduled is not None:
+            trial, reason = self.scheduled.next_trial(
+                self.claims, lambda: self.stop_reason(0, budget=False), self.outcome.trials_run)
+            if reason is not None:
+                self.outcome.stop_reason = reason
+            return trial
         while True:
             n_complete = self.n_complete()
             reason = self.stop_reason(n_complete)
@@ -247,10 +264,11 @@ class SweepSession:
                     return trial
             self.claims.wait(self.shared.poll_s if self.shared is not None else 1.0)
 
-    def stop_reason(self, n_complete: int) -> str | None:
-        """The reason to end the loop now, or None to start (or wait for) a trial."""
+    def stop_reason(self, n_complete: int, *, budget: bool = True) -> str | None:
+        """The reason to end the loop now, or None to start (or wait for) a trial
+        (``budget`` False: the scheduler judges ``max_trials`` itself)."""
         hpo, outcome = self.hpo, self.outcome
-        if n_complete >= hpo.max_trials:
+        if budget and n_complete >= hpo.max_trials:
             reason = (f"All trials already completed ({n_complete}/{hpo.max_trials})"
                       if outcome.trials_run == 0 else
                       f"Sweep complete: {n_complete}/{hpo.max_trials} trials COMPLETE")
@@ -264,7 +282,7 @@ class SweepSession:
                       f"{hpo.max_trials} COMPLETE). Resume to continue.")
             logger.info("%s", reason)
             return reason
-        return _over_budget(hpo, self.study, time.monotonic() - self.session_start, n_complete)
+        return over_budget(hpo, self.study, time.monotonic() - self.session_start, n_complete)
 
     def _claim(self) -> optuna.Trial | None:
         """The next trial, or None while other workers' running trials cover the budget."""
@@ -293,6 +311,10 @@ class SweepSession:
         self._start(trial, params, ckpt_dir)
         try:
             run = self._train(trial, params, ckpt_dir)
+        except RungPause as pause:
+            self._paused(trial, pause, ckpt_dir)
+            trial_bar.update(0)
+            return True, None  # the checkpoint stays for a promotion
         except optuna.TrialPruned as exc:
             self.study.tell(trial, state=TrialState.PRUNED)
             self._record(trial, "PRUNED", None)
@@ -315,8 +337,23 @@ class SweepSession:
                    self.study.best_value, run.note)
         if ckpt_dir is not None:
             keep_top_k(self.study, self.layout, self.hpo.keep_top_k, trial.number,
-                       run.best_model, self.writes)
+                       run.best_model, self.writes, continues=CONTINUES in trial.user_attrs)
         return True, ckpt_dir
+
+    def _paused(self, trial: optuna.Trial, pause: RungPause, ckpt_dir: Path | None) -> None:
+        """Paused at a rung (scheduler hyperband): its checkpoint stays, durable first."""
+        assert self.scheduled is not None
+        if self.mirror is not None:
+            self.mirror.flush()
+        self.bucket.flush()
+        self.failures.succeeded()
+        self.scheduled.pause(trial, pause)
+        faults.point("db_commit")
+        self._record(trial, "PAUSED", pause.value)
+        if ckpt_dir is not None:
+            keep_top_k(self.study, self.layout, self.hpo.keep_top_k, trial.number,
+                       self.layout.best_model_dir(ckpt_dir), self.writes,
+                       continues=CONTINUES in trial.user_attrs)
 
     def after_trial(self, finished_dir: Path | None) -> None:
         """Snapshot the study, retry waiting copies, then drop the finished trial's folder."""
@@ -327,21 +364,26 @@ class SweepSession:
             self.writes.retry()  # kept models that waited on local disk
             if finished_dir is not None:
                 self._drop_checkpoints(finished_dir)
-                self._report_disk()
+                self.outcome.bytes_kept = disk_usage(self.layout, self.mirror, log=True)
             self.bucket.request()  # the study first, then the checkpoints' removal
 
     def _train(self, trial: optuna.Trial, params: dict[str, Any],
                ckpt_dir: Path | None) -> TrialRun:
         mirror, bucket = self.mirror, self.bucket
         on_checkpoint = mirror.submit if mirror else bucket.request if bucket.active else None
+        rung = self.scheduled.rung_check(trial) if self.scheduled is not None else None
         return run_trial(trial, params, self.prep, self.cfg, ckpt_dir,
                          self.cfg.train.seed + retry_root(trial), self.stop.is_set,
-                         self.tracker, self.events, on_checkpoint, fit=self.fit)
+                         self.tracker, self.events, on_checkpoint, fit=self.fit, rung=rung,
+                         rung_from=int(trial.user_attrs.get(CONTINUES_FROM_EPOCH, 0)))
 
     def _start(self, trial: optuna.Trial, params: dict[str, Any], ckpt_dir: Path | None) -> None:
-        logger.info("Trial %d started%s: %s", trial.number,
-                    f" (retry of trial {trial.user_attrs[RETRY_OF]})"
-                    if RETRY_OF in trial.user_attrs else "", json.dumps(params, sort_keys=True))
+        attrs = trial.user_attrs
+        how = (f" (retry of trial {attrs[RETRY_OF]})" if RETRY_OF in attrs else
+               f" (continues trial {attrs[CONTINUES]} from its rung of "
+               f"{attrs[CONTINUES_FROM_EPOCH]} epochs)" if CONTINUES in attrs else "")
+        logger.info("Trial %d started%s: %s", trial.number, how,
+                    json.dumps(params, sort_keys=True))
         self.outcome.trials_run += 1
         if len(self.plan.devices) > 1:
             trial.set_user_attr(DEVICE, str(default_device()))
@@ -402,39 +444,6 @@ class SweepSession:
             self.mirror.discard(ckpt_dir)
         remove_tree(ckpt_dir, "checkpoints of finished trial")
 
-    def _report_disk(self) -> None:
-        usage = disk_usage(self.layout, self.mirror)
-        self.outcome.bytes_kept = usage
-        logger.info("Disk kept: %s", ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.1f} MB"
-                                                for k, v in usage.items()))
-
     def _record(self, trial: optuna.Trial, state: str, value: float | None) -> None:
         for listener in self.listeners:
             listener.trial_finished(self.study, trial, state, value)
-
-
-def _over_budget(hpo: HpoConfig, study: optuna.Study, elapsed: float,
-                 n_complete: int) -> str | None:
-    """The time-budget stop reason, or None while another trial fits in the session."""
-    if hpo.timeout_minutes is None:
-        return None
-    durations = recent_durations(study, 5)
-    estimate = statistics.mean(durations) if durations else 0.0
-    if elapsed + estimate <= hpo.timeout_minutes * 60:
-        return None
-    reason = (f"Time budget: {elapsed / 60:.1f} of {hpo.timeout_minutes} min used; a trial "
-              f"takes about {estimate / 60:.1f} min, so none more starts ({n_complete}/"
-              f"{hpo.max_trials} COMPLETE). Re-run to continue.")
-    logger.warning("%s", reason)
-    return reason
-
-
-def _record_data(study: optuna.Study, prep: Prepared) -> None:
-    """Log the windows of each split and store the data summary (shown by ``status``)."""
-    from ..data.dataset import data_summary
-
-    if len(prep.folds) != 1:
-        return
-    windows = {"train": len(prep.folds[0][0]), "validation": len(prep.folds[0][2])}
-    logger.info("Windows: train %d, validation %d", windows["train"], windows["validation"])
-    study.set_user_attr(DATA, data_summary(prep.dataset, windows))

@@ -20,7 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.redaction import mask
-from ..settings.schema import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_ID, RETRY_OF, SESSIONS
+from ..settings.schema import (
+    CONTINUES,
+    CONTINUES_FROM_EPOCH,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_ID,
+    PAUSED_AT,
+    RETRY_OF,
+    SESSIONS,
+)
 from ..study.distributed import worker_id
 from ..study.queries import best_trial, state_counts, trial_by_number, trial_numbers
 from .setup import TrackingSetup
@@ -211,6 +219,14 @@ class SweepTracker:
                 if hasattr(trial, "study") else None
             if original is not None and original.user_attrs.get(CHILD_ATTR):
                 tags["retry_of_run"] = original.user_attrs[CHILD_ATTR]
+        continues = trial.user_attrs.get(CONTINUES)
+        if continues is not None:  # a promotion (scheduler hyperband): the lineage link
+            tags["continues_trial"] = str(continues)
+            tags["continues_from_epoch"] = str(trial.user_attrs.get(CONTINUES_FROM_EPOCH))
+            paused = trial_by_number(trial.study, int(continues)) \
+                if hasattr(trial, "study") else None
+            if paused is not None and paused.user_attrs.get(CHILD_ATTR):
+                tags["continues_run"] = paused.user_attrs[CHILD_ATTR]
         run = self.client.create_run(self._setup.experiment_id, run_name=f"trial_{trial.number}",
                                      tags=tags)
         trial.set_user_attr(CHILD_ATTR, run.info.run_id)
@@ -256,8 +272,10 @@ class SweepTracker:
             if value is not None:
                 self.client.log_metric(run_id, f"final_{self.metric}", float(value))
             self.client.set_tag(run_id, "trial_state", state)
+            if PAUSED_AT in trial.user_attrs:
+                self.client.set_tag(run_id, "paused_at_rung", str(trial.user_attrs[PAUSED_AT]))
             status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED",
-                      "INTERRUPTED": "KILLED"}[state]
+                      "INTERRUPTED": "KILLED", "PAUSED": "FINISHED"}[state]
             self.client.set_terminated(run_id, status=status)
         self.update_parent(study)
 

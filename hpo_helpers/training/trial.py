@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from ..tracking.tracker import SweepTracker
 
-__all__ = ["Prepared", "TrialRun", "prepare", "progress", "run_trial", "suggest"]
+__all__ = ["Prepared", "RungPause", "TrialRun", "prepare", "progress", "run_trial", "suggest"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,18 @@ class Prepared:
     max_length: int = 0
     stride: int = 0
     _by_length: dict[int, Folds] = field(default_factory=dict)
+
+    def record(self, study: optuna.Study) -> None:
+        """Log the windows of each split and store the data summary (shown by ``status``)."""
+        from ..data.dataset import data_summary
+        from ..settings.schema import DATA
+
+        if len(self.folds) != 1:
+            return
+        windows = {"train": len(self.folds[0][0]), "validation": len(self.folds[0][2])}
+        logger.info("Windows: train %d, validation %d", windows["train"],
+                    windows["validation"])
+        study.set_user_attr(DATA, data_summary(self.dataset, windows))
 
     def folds_for(self, max_length: int | None) -> Folds:
         if max_length is None or max_length == self.max_length:
@@ -164,6 +176,19 @@ class TrialRun:
                 if self.learned_nothing else "")
 
 
+class RungPause(Exception):  # noqa: N818 - control flow, like optuna.TrialPruned
+    """The scheduler paused the trial at a rung: its checkpoint there is kept for a promotion.
+    ``value``: the objective's best so far; ``epochs``: the rung."""
+
+    def __init__(self, value: float, epochs: int) -> None:
+        super().__init__(f"paused at rung {epochs} epochs with {value:.4f}")
+        self.value, self.epochs = value, epochs
+
+
+#: The scheduler's question at the end of an epoch: (epochs done, best value so far) -> go on?
+RungCheck = Callable[[int, float], bool]
+
+
 @dataclass
 class _Hooks:
     trial: optuna.Trial
@@ -179,6 +204,9 @@ class _Hooks:
     losses: dict[int, dict[int, float]] = field(default_factory=dict)  # fold -> epoch -> loss
     best_micro: dict[int, float] = field(default_factory=dict)  # fold -> best micro F1 so far
     warned: set[int] = field(default_factory=set)  # folds already warned about
+    rung: RungCheck | None = None  # scheduler.type hyperband
+    rung_from: int = 0  # a continuation: the rung it was promoted from (not decided again)
+    best_seen: float = float("-inf")
 
     def on_epoch(self, fold: int) -> Callable[[int, dict[str, Any]], None]:
         import optuna
@@ -196,6 +224,10 @@ class _Hooks:
                         else f"validation {self.metric}")
                 raise optuna.TrialPruned(f"{what} {value:.4f} at fold {fold} epoch "
                                          f"{epoch + 1} is below the median")
+            if self.rung is not None:  # after the epoch's checkpoint: a pause keeps it
+                self.best_seen = max(self.best_seen, value)
+                if epoch + 1 > self.rung_from and not self.rung(epoch + 1, self.best_seen):
+                    raise RungPause(self.best_seen, epoch + 1)
         return report
 
     def _watch(self, fold: int, epoch: int, metrics: dict[str, Any]) -> None:
@@ -272,10 +304,13 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
               trial_dir: Path | None, seed: int, stop: Callable[[], bool],
               tracker: SweepTracker, events: Any,
               on_checkpoint: Callable[[Path], None] | None = None, *,
-              fit: Callable[..., FitResult] | None = None) -> TrialRun:
+              fit: Callable[..., FitResult] | None = None, rung: RungCheck | None = None,
+              rung_from: int = 0) -> TrialRun:
     """Train every fold of one trial; the value is the mean of the folds' best F1.
 
-    ``fit`` is :func:`~hpo_helpers.training.train.fit` unless the caller passes its own."""
+    ``fit`` is :func:`~hpo_helpers.training.train.fit` unless the caller passes its own.
+    ``rung`` (the scheduler) is asked after every epoch beyond ``rung_from`` whether the trial
+    goes on; when it says no, :class:`RungPause` ends the trial with its checkpoint kept."""
     if fit is None:
         from .train import fit as default_fit
 
@@ -287,7 +322,7 @@ def run_trial(trial: optuna.Trial, params: dict[str, Any], prep: Prepared, cfg: 
     quiet = getattr(events, "draws_progress", False)
     step_bar = progress(0, 0, f"trial {trial.number}", 1, quiet=quiet)
     hooks = _Hooks(trial, tracker, events, int(params["epochs"]), step_bar, scores,
-                   cfg.hpo.objective.metric, folds=n)
+                   cfg.hpo.objective.metric, folds=n, rung=rung, rung_from=rung_from)
     try:
         for f in range(n):
             fold_dir = None if trial_dir is None else StudyLayout.fold_dir(trial_dir, f, n)

@@ -1,0 +1,256 @@
+"""The hyperband scheduler (successive halving with continuation) on real SQLite studies and the
+tiny backbone: rungs, pauses, promotions that continue from the paused checkpoint, the budget,
+the drift guard and config validation."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo_helpers import ConfigError, FingerprintMismatchError, load_configs, run_sweep
+from hpo_helpers.settings.schema import (
+    CONTINUES,
+    CONTINUES_FROM_EPOCH,
+    PAUSED_AT,
+    RESUMED_FROM_EPOCH,
+    RUNG_SCORES,
+    STOPPED_AT_RUNG,
+)
+from hpo_helpers.frontends.cli import main
+from hpo_helpers.settings.schema import retry_root
+from hpo_helpers.study import halving
+
+from .conftest import REPO, TINY_HPO
+from .scripted_scores import DRIVER
+from .test_durability import DURABLE, WORKING, _colab
+from .test_kill_resume import _env
+
+
+#: learning rate -> the F1 evaluation reports (tests.scripted_scores): configurations arrive
+#: best first, so each later one pauses at rung 1 and the second is promoted once four are in
+SCORES = {3e-3: 0.5, 2.5e-3: 0.4, 2e-3: 0.3, 1.5e-3: 0.2}
+
+
+def _hyperband(project, *, epochs: int = 4, max_trials: int = 4, **scheduler) -> None:
+    space = dict(TINY_HPO["search_space"], epochs=epochs)
+    fixed = {"batch_size": 8, "dropout": 0.1, "weight_decay": 1e-3, "warmup_ratio": 0.05}
+    project.write_hpo(max_trials=max_trials, search_space=space,
+                      sampler={"type": "random", "seed": 3},
+                      enqueue_trials=[dict(fixed, learning_rate=lr) for lr in SCORES],
+                      scheduler={"type": "hyperband", "min_epochs": 1, "reduction_factor": 2,
+                                 **scheduler})
+
+
+def _sweep(project, monkeypatch):
+    from hpo_helpers.training import train
+
+    from .scripted_scores import install
+
+    monkeypatch.setattr(train, "evaluate", train.evaluate)  # restored after the test
+    cfg = load_configs(project.config_dir, project.hpo)
+    return run_sweep(cfg, output_dir=project.output_dir, fit=install(SCORES)).study
+
+
+def _epochs(t) -> int:
+    return max(t.intermediate_values) + 1 if t.intermediate_values else 0
+
+
+def _trained_epochs(study: optuna.Study) -> int:
+    """Epochs trained across the study: each trial's history beyond where it resumed."""
+    return sum(_epochs(t) - int(t.user_attrs.get(RESUMED_FROM_EPOCH, 0))
+               for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def _check_the_scripted_sweep(study: optuna.Study, *, killed: int = 0) -> None:
+    """What SCORES make of 4 configurations with rungs 1 and 2 below 4 epochs (factor 2):
+    0 goes to the top (best at every rung); 1, 2, 3 pause at rung 1; with four there, the top
+    two go on, so 1 is promoted, continues from its epoch-1 checkpoint and pauses at rung 2
+    (second of two); 2, 3 and 1's continuation are stopped when the sweep is complete."""
+    everything = study.get_trials()
+    dead = [t for t in everything if t.state == TrialState.FAIL]
+    assert len(dead) == killed and all(t.user_attrs["interrupted"] for t in dead)
+    trials = [t for t in everything if t.state != TrialState.FAIL]
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert len({retry_root(t) for t in everything}) == 4, "max_trials counts configurations"
+    by_lr = {round(t.params["learning_rate"], 6): t for t in trials if CONTINUES not in
+             t.user_attrs}
+    best, second = by_lr[3e-3], by_lr[2.5e-3]
+    assert _epochs(best) == 4 and PAUSED_AT not in best.user_attrs and best.value == 0.5
+    for lr in (2.5e-3, 2e-3, 1.5e-3):
+        assert by_lr[lr].user_attrs[PAUSED_AT] == 1
+    continuations = [t for t in trials if CONTINUES in t.user_attrs]
+    assert len({t.user_attrs[CONTINUES] for t in continuations}) == len(continuations) == 1, \
+        "one promotion, made once"
+    (c,) = continuations
+    assert c.user_attrs[CONTINUES] == second.number and c.params == second.params
+    assert c.user_attrs[CONTINUES_FROM_EPOCH] == 1
+    assert c.user_attrs[RESUMED_FROM_EPOCH] == 1, "continued from the paused checkpoint"
+    assert c.user_attrs[PAUSED_AT] == 2 and _epochs(c) == 2
+    assert sorted(study.user_attrs[STOPPED_AT_RUNG]) == sorted(
+        [by_lr[2e-3].number, by_lr[1.5e-3].number, c.number])
+    rows = {r["rung"]: r for r in halving.occupancy(study, halving.Rungs(1, 2, 1, 4))}
+    assert rows[1] == {"bracket": 0, "rung": 1, "reached": 4, "paused": 0, "promoted": 1,
+                       "stopped": 2}
+    assert rows[2] == {"bracket": 0, "rung": 2, "reached": 2, "paused": 0, "promoted": 0,
+                       "stopped": 1}
+    assert c.user_attrs[RUNG_SCORES] == {"2": 0.4}
+
+
+@pytest.mark.slow
+def test_hyperband_pauses_promotes_from_the_checkpoint_and_keeps_the_budget(
+        project, monkeypatch, caplog, capsys) -> None:
+    _hyperband(project)
+    with caplog.at_level(logging.INFO, logger="hpo_helpers"):
+        study = _sweep(project, monkeypatch)
+    _check_the_scripted_sweep(study)
+    assert _trained_epochs(study) == 4 + 1 + 1 + 1 + 1 < 4 * 4, "a promotion retrains nothing"
+    assert "Trial 1 promoted from rung 1 epochs" in caplog.text
+    assert "continues trial 1 from its rung of 1 epochs" in caplog.text
+    trials_root = project.output_dir / "tiny" / "trials" / "hpo_tiny"
+    assert not list(trials_root.glob("trial_*")), "no checkpoint is left once complete"
+    assert "Sweep complete: 4/4 configurations started, every promotion made (3 stopped at " \
+           "their rungs)" in caplog.text
+    assert main(["status", "--config", str(project.hpo), "--output-dir",
+                 str(project.output_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "hyperband: 4/4 configurations started" in shown
+    assert "rung 1 epochs: reached by 4, waiting there 0, promoted 1, stopped 2" in shown
+    assert "rung 2 epochs: reached by 2, waiting there 0, promoted 0, stopped 1" in shown
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hpo_helpers"):
+        again = _sweep(project, monkeypatch)
+    assert len(again.get_trials()) == len(study.get_trials())
+    assert "All configurations already done (4/4)" in caplog.text
+
+
+def test_changing_the_scheduler_is_refused_by_the_drift_guard(project) -> None:
+    from hpo_helpers.study.store import fingerprint
+
+    _hyperband(project)
+    hb = load_configs(project.config_dir, project.hpo).hpo
+    project.write_hpo()
+    plain = load_configs(project.config_dir, project.hpo).hpo
+    assert "scheduler" in fingerprint(hb, "d") and "scheduler" not in fingerprint(plain, "d")
+    from hpo_helpers.study.store import fingerprint_change
+
+    change = fingerprint_change(fingerprint(hb, "d"), fingerprint(plain, "d"))
+    assert change is not None and change.startswith("scheduler: {")
+    assert FingerprintMismatchError  # the sweep raises it on such a change (test_sweep)
+
+
+@pytest.mark.parametrize(("space", "extra", "needle"), [
+    ({"epochs": {"type": "int", "low": 2, "high": 8}}, {}, "'search_space.epochs' must be one "
+                                                          "fixed value"),
+    ({"epochs": 2}, {}, "leaves no rung below epochs (2)"),
+    ({}, {"k_folds": 3}, "'k_folds' cannot be used with scheduler.type hyperband"),
+    ({}, {"pruner": {"type": "hyperband"}}, "'pruner.type' = hyperband cannot be used"),
+])
+def test_hyperband_config_problems_are_one_clear_error(project, space, extra, needle) -> None:
+    project.write_hpo(search_space={**TINY_HPO["search_space"], "epochs": 9, **space},
+                      scheduler={"type": "hyperband", "min_epochs": 1, "reduction_factor": 3},
+                      **extra)
+    with pytest.raises(ConfigError) as err:
+        load_configs(project.config_dir, project.hpo)
+    assert needle in str(err.value)
+    assert str(project.hpo) in str(err.value)
+
+
+def test_an_unknown_scheduler_is_refused(project) -> None:
+    project.write_hpo(scheduler={"type": "pbt"})
+    with pytest.raises(ConfigError, match="scheduler.type"):
+        load_configs(project.config_dir, project.hpo)
+
+
+def test_rungs_of_brackets() -> None:
+    r = halving.Rungs(min_epochs=1, factor=3, brackets=2, top=27)
+    assert r.of_bracket(0) == [1, 3, 9] and r.of_bracket(1) == [3, 9]
+    assert [r.bracket(n) for n in range(4)] == [0, 1, 0, 1]
+    assert [r.top_k(n) for n in (1, 2, 3, 7)] == [1, 1, 1, 2]
+
+
+def _driver(project, env: dict[str, str], *, out: Path | None, fault: str | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The scripted sweep in its own process (``fault``: it SIGKILLs itself there)."""
+    code = DRIVER.format(repo=str(REPO), scores=SCORES, config_dir=str(project.config_dir),
+                         hpo=str(project.hpo), out=None if out is None else str(out))
+    env = dict(env, **({"HPO_FAULT_KILL_AT": fault} if fault else {}))
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd or project.root,
+                          capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_a_promotion_is_queued_continues_it_once(project) -> None:
+    """Killed between queueing trial 1's continuation and claiming it: the next run claims
+    the queued continuation (no second promotion) and it starts from the paused checkpoint."""
+    _hyperband(project)
+    dead = _driver(project, _env(), out=project.output_dir, fault="promotion:1")
+    assert dead.returncode == -signal.SIGKILL, dead.stderr[-3000:]
+    db = project.output_dir / "tiny" / "study.db"
+    study = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{db}")
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs[CONTINUES] for t in waiting] == [1]
+    assert (project.output_dir / "tiny" / "trials" / "hpo_tiny" / "trial_1").is_dir(), \
+        "the paused trial's checkpoint is kept"
+    res = _driver(project, _env(), out=project.output_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _check_the_scripted_sweep(optuna.load_study(study_name="hpo_tiny",
+                                                storage=f"sqlite:///{db}"))
+
+
+@pytest.mark.slow
+def test_sigkill_inside_a_rung_decision_decides_again_from_the_rung_checkpoint(project) -> None:
+    """Killed after trial 1 recorded its score at rung 1 (the third decision: trial 0 made
+    two), before acting on it: the retry
+    resumes from the rung's checkpoint (no epoch trained twice) and decides again; the chain
+    is counted once."""
+    _hyperband(project)
+    dead = _driver(project, _env(), out=project.output_dir, fault="rung_decision:3")
+    assert dead.returncode == -signal.SIGKILL, dead.stderr[-3000:]
+    res = _driver(project, _env(), out=project.output_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    db = project.output_dir / "tiny" / "study.db"
+    study = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    (killed,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert killed.number == 1 and killed.user_attrs["interrupted"]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs[RESUMED_FROM_EPOCH] == 1
+    assert len({retry_root(t) for t in trials}) == 4
+    # by the retry's turn four chains had reached rung 1: chain 1 is second, so it goes on
+    # at once (no pause, no continuation), and pauses at rung 2 behind chain 0
+    assert retry.user_attrs[PAUSED_AT] == 2 and not any(CONTINUES in t.user_attrs
+                                                         for t in trials)
+    rows = {r["rung"]: r for r in halving.occupancy(study, halving.Rungs(1, 2, 1, 4))}
+    assert rows[1]["reached"] == 4 and rows[2]["reached"] == 2
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+
+
+@pytest.mark.slow
+def test_a_fresh_colab_vm_continues_a_promotion_from_the_drive_mirror(project,
+                                                                     tmp_path) -> None:
+    """Killed right after a promotion on simulated Colab, the VM's disk lost: the new VM
+    restores the study from Drive and the continuation starts from the paused trial's
+    checkpoint mirrored there."""
+    _hyperband(project)
+    root, env = _colab(tmp_path)
+    dead = _driver(project, env, out=None, fault="promotion:1", cwd=root / "content")
+    assert dead.returncode == -signal.SIGKILL, dead.stderr[-3000:]
+    mirror = root.joinpath(*DURABLE, "trials", "hpo_tiny", "trial_1")
+    assert any(mirror.glob("checkpoint-*/COMPLETE")), "the paused checkpoint is on Drive"
+    shutil.rmtree(root / "content" / "resume-ner")  # the VM is gone; Drive survives
+    res = _driver(project, env, out=None, cwd=root / "content")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Checkpoint restored from the durable mirror" in res.stderr
+    db = root.joinpath(*WORKING, "study.db")
+    _check_the_scripted_sweep(optuna.load_study(study_name="hpo_tiny",
+                                                storage=f"sqlite:///{db}"))
+    assert not any(root.joinpath(*DURABLE, "trials").glob("hpo_tiny/trial_*")), \
+        "the stopped trials' mirrored checkpoints go once the sweep is complete"

@@ -18,7 +18,7 @@ fewer than half did), the test F1 of the best trial's kept model, and wall time;
 draws the anytime curves (median best validation F1 against epochs). Population-based training
 is not built yet: the method list says so.
 
-    python benchmarks/search_efficiency.py                       # tiny, 3 seeds, 54 epochs
+    python benchmarks/search_efficiency.py          # tiny, 3 seeds, 162 epochs (6 full trials)
     python benchmarks/search_efficiency.py --seeds 1 --budget 6 --epochs 3 --docs 8   # quick
     python benchmarks/search_efficiency.py --results --figure benchmarks/search_efficiency.png
 
@@ -53,11 +53,11 @@ FRACTIONS = ("0.25", "0.5", "1.0")
 def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="tiny")
-    ap.add_argument("--budget", type=int, default=54, help="training epochs per run")
-    ap.add_argument("--epochs", type=int, default=9, help="a full trial's epochs (top rung)")
+    ap.add_argument("--budget", type=int, default=162, help="training epochs per run")
+    ap.add_argument("--epochs", type=int, default=27, help="a full trial's epochs (top rung)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--docs", type=int, default=24, help="training resumes")
-    ap.add_argument("--eval-docs", type=int, default=8, help="validation and test resumes")
+    ap.add_argument("--docs", type=int, default=48, help="training resumes")
+    ap.add_argument("--eval-docs", type=int, default=16, help="validation and test resumes")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--figure", default=None, help="write the anytime figure (PNG) here")
     ap.add_argument("--results", action="store_true", help="record in RESULTS.md")

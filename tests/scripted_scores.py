@@ -18,7 +18,7 @@ from tests.scripted_scores import install
 from hpo_helpers import load_configs, run_sweep
 fit = install({scores!r})
 cfg = load_configs({config_dir!r}, {hpo!r})
-run_sweep(cfg, output_dir={out!r}, fit=fit)
+run_sweep(cfg, output_dir={out!r}, fit=fit, storage_url={storage!r})
 """
 
 

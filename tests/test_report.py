@@ -11,9 +11,9 @@ import pytest
 from hpo_helpers.results.report import figures, write_report
 
 
-def _study(name: str, offset: float = 0.0) -> optuna.Study:
+def _study(name: str, offset: float = 0.0, storage: str | None = None) -> optuna.Study:
     """A real Optuna study shaped like a resumed sweep: complete, pruned, interrupted, retry."""
-    study = optuna.create_study(study_name=name, direction="maximize")
+    study = optuna.create_study(study_name=name, direction="maximize", storage=storage)
     dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
             "dropout": optuna.distributions.FloatDistribution(0.0, 0.3)}
 
@@ -28,7 +28,8 @@ def _study(name: str, offset: float = 0.0) -> optuna.Study:
     add(0.5 + offset, S.COMPLETE, [0.3, 0.5 + offset])
     add(None, S.PRUNED, [0.1])
     add(None, S.FAIL, [0.4], interrupted=True)
-    add(0.7 + offset, S.COMPLETE, [0.4, 0.6, 0.7 + offset], retry_of=2, retry_root=2)
+    add(0.7 + offset, S.COMPLETE, [0.4, 0.6, 0.7 + offset], retry_of=2, retry_root=2,
+        resumed_from_epoch=1)
     study.set_user_attr("test_scores", {"3": {
         "f1": 0.65, "macro_f1": 0.6, "precision": 0.7, "recall": 0.6,
         "per_type": {"SKILL": {"f1": 0.8, "precision": 0.8, "recall": 0.8, "support": 9},
@@ -59,10 +60,25 @@ def test_figures_have_named_axes_and_integer_trial_ticks() -> None:
     assert figs["backbones"].axes[0].get_ylabel() == "F1 (strict)"
 
 
+@pytest.mark.parametrize("sqlite", [False, True], ids=["in-memory", "sqlite"])
+def test_anytime_counts_each_epoch_trained_once(tmp_path: Path, sqlite: bool) -> None:
+    """Epochs consumed: 2 (trial 0), 1 (pruned), 1 (interrupted), then the retry trains only
+    its 2 epochs after the checkpoint it resumed from: best so far 0.5 up to 4, 0.7 at 6
+    (on SQLite the summaries come from column queries, in memory from the trials)."""
+    storage = f"sqlite:///{tmp_path / 's.db'}" if sqlite else None
+    ax = figures({"hpo_tiny": _study("hpo_tiny", storage=storage)})["hpo_tiny_anytime"].axes[0]
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == [2, 3, 4, 6]
+    assert [round(y, 4) for y in line.get_ydata()] == [0.5, 0.5, 0.5, 0.7]
+    assert ax.get_xlabel() == "training epochs consumed (all trials)"
+    assert ax.get_ylabel() == "best validation F1 (strict) so far"
+
+
 def test_write_report_writes_png_files(tmp_path: Path) -> None:
     paths = write_report({"hpo_tiny": _study("hpo_tiny")}, tmp_path / "rep")
     assert {p.name for p in paths} == {"hpo_tiny_history.png", "hpo_tiny_learning_curves.png",
-                                       "hpo_tiny_params.png", "hpo_tiny_test_per_type.png"}
+                                       "hpo_tiny_params.png", "hpo_tiny_test_per_type.png",
+                                       "hpo_tiny_anytime.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 

@@ -31,6 +31,7 @@ from hpo_helpers.study import halving
 from .conftest import REPO, TINY_HPO
 from .scripted_scores import DRIVER
 from .test_durability import DURABLE, WORKING, _colab
+from .test_distributed import pg_url  # noqa: F401 - the fixture
 from .test_kill_resume import _env
 
 
@@ -49,14 +50,15 @@ def _hyperband(project, *, epochs: int = 4, max_trials: int = 4, **scheduler) ->
                                  **scheduler})
 
 
-def _sweep(project, monkeypatch):
+def _sweep(project, monkeypatch, tracking=None):
     from hpo_helpers.training import train
 
     from .scripted_scores import install
 
     monkeypatch.setattr(train, "evaluate", train.evaluate)  # restored after the test
     cfg = load_configs(project.config_dir, project.hpo)
-    return run_sweep(cfg, output_dir=project.output_dir, fit=install(SCORES)).study
+    return run_sweep(cfg, output_dir=project.output_dir, fit=install(SCORES),
+                     tracking=tracking).study
 
 
 def _epochs(t) -> int:
@@ -107,11 +109,34 @@ def _check_the_scripted_sweep(study: optuna.Study, *, killed: int = 0) -> None:
 @pytest.mark.slow
 def test_hyperband_pauses_promotes_from_the_checkpoint_and_keeps_the_budget(
         project, monkeypatch, caplog, capsys) -> None:
+    from hpo_helpers.tracking.setup import setup_mlflow_from_config
+
+    from .test_tracking import _runs
+
     _hyperband(project)
+    setup = setup_mlflow_from_config("hb", project.config_dir, cwd=project.root)
     with caplog.at_level(logging.INFO, logger="hpo_helpers"):
-        study = _sweep(project, monkeypatch)
+        study = _sweep(project, monkeypatch, setup)
     _check_the_scripted_sweep(study)
+    # MLflow: paused runs say where, the continuation links its parent's run
+    _, _, children = _runs(f"sqlite:///{setup.local_db}", "hb")
+    by_trial = {int(r.data.tags["trial_number"]): r for r in children}
+    assert {n for n, r in by_trial.items() if "paused_at_rung" in r.data.tags} == {
+        t.number for t in study.trials if PAUSED_AT in t.user_attrs}
+    (cont,) = [r for r in children if "continues_trial" in r.data.tags]
+    assert cont.data.tags["continues_trial"] == "1"
+    assert cont.data.tags["continues_from_epoch"] == "1"
+    assert cont.data.tags["continues_run"] == by_trial[1].info.run_id
     assert _trained_epochs(study) == 4 + 1 + 1 + 1 + 1 < 4 * 4, "a promotion retrains nothing"
+    # notebook 03's table and the report's anytime figure count the same epochs
+    from hpo_helpers.results.inspection import trials_table
+    from hpo_helpers.results.report import figures
+
+    table = trials_table(study)
+    assert table["epochs_trained"].sum() == 8
+    assert table["paused_at"].notna().sum() == 4 and table["continues"].notna().sum() == 1
+    (line,) = figures({"s": study})["s_anytime"].axes[0].get_lines()
+    assert line.get_xdata()[-1] == 8 and line.get_ydata()[-1] == 0.5
     assert "Trial 1 promoted from rung 1 epochs" in caplog.text
     assert "continues trial 1 from its rung of 1 epochs" in caplog.text
     trials_root = project.output_dir / "tiny" / "trials" / "hpo_tiny"
@@ -131,19 +156,17 @@ def test_hyperband_pauses_promotes_from_the_checkpoint_and_keeps_the_budget(
     assert "All configurations already done (4/4)" in caplog.text
 
 
+@pytest.mark.slow
 def test_changing_the_scheduler_is_refused_by_the_drift_guard(project) -> None:
-    from hpo_helpers.study.store import fingerprint
-
+    """A study made with tpe_median is not resumed under hyperband (its trials were never
+    ranked at rungs): the one-line refusal names the scheduler change."""
+    project.write_hpo(max_trials=1, search_space=dict(TINY_HPO["search_space"], epochs=4))
+    run_sweep(load_configs(project.config_dir, project.hpo), output_dir=project.output_dir)
     _hyperband(project)
-    hb = load_configs(project.config_dir, project.hpo).hpo
-    project.write_hpo()
-    plain = load_configs(project.config_dir, project.hpo).hpo
-    assert "scheduler" in fingerprint(hb, "d") and "scheduler" not in fingerprint(plain, "d")
-    from hpo_helpers.study.store import fingerprint_change
-
-    change = fingerprint_change(fingerprint(hb, "d"), fingerprint(plain, "d"))
-    assert change is not None and change.startswith("scheduler: {")
-    assert FingerprintMismatchError  # the sweep raises it on such a change (test_sweep)
+    with pytest.raises(FingerprintMismatchError) as err:
+        run_sweep(load_configs(project.config_dir, project.hpo), output_dir=project.output_dir)
+    assert "scheduler: tpe_median -> {" in str(err.value)
+    assert "'type': 'hyperband'" in str(err.value)
 
 
 @pytest.mark.parametrize(("space", "extra", "needle"), [
@@ -176,13 +199,19 @@ def test_rungs_of_brackets() -> None:
     assert [r.top_k(n) for n in (1, 2, 3, 7)] == [1, 1, 1, 2]
 
 
+def _driver_args(project, *, out: Path | None, scores: dict[float, float] = SCORES,
+                 storage: str | None = None) -> list[str]:
+    code = DRIVER.format(repo=str(REPO), scores=scores, config_dir=str(project.config_dir),
+                         hpo=str(project.hpo), out=None if out is None else str(out),
+                         storage=storage)
+    return [sys.executable, "-c", code]
+
+
 def _driver(project, env: dict[str, str], *, out: Path | None, fault: str | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The scripted sweep in its own process (``fault``: it SIGKILLs itself there)."""
-    code = DRIVER.format(repo=str(REPO), scores=SCORES, config_dir=str(project.config_dir),
-                         hpo=str(project.hpo), out=None if out is None else str(out))
     env = dict(env, **({"HPO_FAULT_KILL_AT": fault} if fault else {}))
-    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd or project.root,
+    return subprocess.run(_driver_args(project, out=out), env=env, cwd=cwd or project.root,
                           capture_output=True, text=True, timeout=400)
 
 
@@ -254,3 +283,83 @@ def test_a_fresh_colab_vm_continues_a_promotion_from_the_drive_mirror(project,
                                                 storage=f"sqlite:///{db}"))
     assert not any(root.joinpath(*DURABLE, "trials").glob("hpo_tiny/trial_*")), \
         "the stopped trials' mirrored checkpoints go once the sweep is complete"
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_promote_each_paused_trial_once(project, pg_url,
+                                                                  tmp_path) -> None:
+    """Two worker processes share a hyperband study on PostgreSQL (checkpoints on a shared
+    folder): every configuration starts once, no paused trial is continued twice, each
+    continuation starts from its parent's rung, and the best configuration reaches the top."""
+    scores = {3e-3: 0.5, 2.7e-3: 0.45, 2.4e-3: 0.4, 2.1e-3: 0.35, 1.8e-3: 0.3, 1.5e-3: 0.25}
+    shared = tmp_path / "shared-checkpoints"
+    space = dict(TINY_HPO["search_space"], epochs=4)
+    fixed = {"batch_size": 8, "dropout": 0.1, "weight_decay": 1e-3, "warmup_ratio": 0.05}
+    project.write_hpo(max_trials=6, search_space=space, heartbeat_interval=1, grace_period=4,
+                      shared_checkpoint_dir=str(shared), sampler={"type": "random", "seed": 3},
+                      enqueue_trials=[dict(fixed, learning_rate=lr) for lr in scores],
+                      scheduler={"type": "hyperband", "min_epochs": 1, "reduction_factor": 2})
+    procs = [subprocess.Popen(_driver_args(project, out=project.output_dir, scores=scores,
+                                           storage=pg_url), env=_env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=500)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
+    study = optuna.load_study(study_name="hpo_tiny", storage=pg_url)
+    trials = study.get_trials()
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert len({retry_root(t) for t in trials}) == 6, "six configurations, each started once"
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "the work was shared"
+    parents = [t.user_attrs[CONTINUES] for t in trials if CONTINUES in t.user_attrs]
+    assert len(parents) == len(set(parents)), "a paused trial was continued twice"
+    by_number = {t.number: t for t in trials}
+    for t in trials:
+        if CONTINUES in t.user_attrs:
+            rung = by_number[t.user_attrs[CONTINUES]].user_attrs[PAUSED_AT]
+            assert t.user_attrs[RESUMED_FROM_EPOCH] == rung == t.user_attrs[CONTINUES_FROM_EPOCH]
+    best = max(trials, key=lambda t: t.value)
+    assert best.value == 0.5 and _epochs(best) == 4
+    paused = {t.number for t in trials if PAUSED_AT in t.user_attrs}
+    stopped = set(study.user_attrs.get(STOPPED_AT_RUNG) or ())
+    assert paused == set(parents) | stopped and not set(parents) & stopped
+
+
+def test_brackets_compete_apart_and_a_promotion_is_queued_once(tmp_path: Path) -> None:
+    """On a real SQLite study: configurations 0 and 2 are bracket 0 (rungs 1, 3), 1 and 3
+    bracket 1 (rung 3 only). A paused trial is promoted once: the queued continuation is what
+    says so, whoever reads the study next."""
+    study = optuna.create_study(study_name="s", direction="maximize",
+                                storage=f"sqlite:///{tmp_path / 's.db'}")
+    dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+
+    def paused(lr: float, rungs: dict[str, float], at: int) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": lr}, distributions=dist, value=max(rungs.values()),
+            user_attrs={RUNG_SCORES: rungs, PAUSED_AT: at}))
+
+    rungs = halving.Rungs(min_epochs=1, factor=2, brackets=2, top=8)
+    assert rungs.of_bracket(0) == [1, 2, 4] and rungs.of_bracket(1) == [2, 4]
+    paused(1e-3, {"1": 0.2}, 1)   # 0: bracket 0
+    paused(2e-3, {"2": 0.9}, 2)   # 1: bracket 1, alone at its rung 2: it goes on
+    paused(3e-3, {"1": 0.6}, 1)   # 2: bracket 0, better than 0
+    paused(4e-3, {"2": 0.1}, 2)   # 3: bracket 1, below 1
+    v = halving.view(study, rungs)
+    assert v.scores == {(0, 1): {0: 0.2, 2: 0.6}, (1, 2): {1: 0.9, 3: 0.1}}
+    assert [v.goes_on(r, at) for r, at in ((0, 1), (1, 2), (2, 1), (3, 2))] == [
+        False, True, True, False]
+    assert halving.promote_one(study, rungs) == 1  # the highest rung first
+    assert halving.promote_one(study, rungs) == 2
+    assert halving.promote_one(study, rungs) is None, "each paused trial is promoted once"
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.user_attrs[CONTINUES], t.user_attrs[CONTINUES_FROM_EPOCH],
+             t.user_attrs["retry_root"]) for t in queued] == [(1, 2, 1), (2, 1, 2)]
+    assert [t.system_attrs["fixed_params"] for t in queued] == [{"learning_rate": 2e-3},
+                                                                {"learning_rate": 3e-3}]
+    from hpo_helpers.study.queries import paused_chain_roots
+
+    assert paused_chain_roots(study) == {0, 3}, "promoted chains are no longer paused"
+    assert halving.finish(study, rungs) == [0, 3]
+    assert paused_chain_roots(study) == set()
+    rows = {(r["bracket"], r["rung"]): r for r in halving.occupancy(study, rungs)}
+    assert rows[(0, 1)] == {"bracket": 0, "rung": 1, "reached": 2, "paused": 0,
+                            "promoted": 1, "stopped": 1}

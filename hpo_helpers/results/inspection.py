@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..settings.schema import (
+    CONTINUES,
     FOLD_F1,
     FOLD_F1_STD,
     INTERRUPTED,
     LEARNED_NOTHING,
     NOT_IN_MACRO,
     NOT_IN_MACRO_NOTE,
+    PAUSED_AT,
     REFIT,
     RESUMED_FROM_EPOCH,
     RETRY_OF,
@@ -101,7 +103,8 @@ def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
 
 def trials_table(study: optuna.Study) -> pandas.DataFrame:
     """One row per trial: number, state, value, params, interrupted/retry info,
-    ``learned_nothing`` (best validation F1 below 0.05), duration (read
+    ``learned_nothing`` (best validation F1 below 0.05), ``paused_at``/``continues`` (scheduler
+    hyperband), epochs trained, duration (read
     with :func:`~hpo_helpers.study.queries.trial_summaries`, not Optuna's full read)."""
     import pandas as pd
 
@@ -118,6 +121,9 @@ def trials_table(study: optuna.Study) -> pandas.DataFrame:
             RESUMED_FROM_EPOCH: t.attrs.get(RESUMED_FROM_EPOCH),
             **({FOLD_F1: t.attrs[FOLD_F1], FOLD_F1_STD: t.attrs.get(FOLD_F1_STD)}
                if FOLD_F1 in t.attrs else {}),  # k-fold: per-fold scores and spread
+            # scheduler hyperband: the rung a trial paused at, the trial a promotion continues
+            **({k: t.attrs[k] for k in (PAUSED_AT, CONTINUES) if k in t.attrs}),
+            "epochs_trained": t.epochs_trained,
             "duration_s": t.duration_s,
         })
     return pd.DataFrame(rows)

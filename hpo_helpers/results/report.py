@@ -6,6 +6,9 @@
 * ``learning_curves``: validation F1 by epoch for every trial (a large study: its 10 best and
   10 latest), pruned ones cut with an x;
 * ``params``: validation F1 against each searched hyperparameter (log axis where searched so);
+* ``anytime``: the best validation F1 so far against the training epochs consumed (trials in
+  order, each counting the epochs it trained: a retry or a promotion continued from a
+  checkpoint counts only the epochs after it), the measure by which search methods compare;
 * ``test_per_type``: test F1 per entity type of the best trial's kept model (after ``evaluate``);
 * ``backbones``: best validation and test F1 per study, when several studies are given.
 
@@ -123,6 +126,29 @@ def _history(study: Any, trials: list[Any], plt: Any) -> Any:
     return fig
 
 
+def _anytime(study: Any, trials: list[Any], plt: Any) -> Any | None:
+    val = objective_label(study)
+    consumed, best, xs, ys = 0, None, [0], [None]
+    for t in trials:
+        consumed += t.epochs_trained
+        seen = t.value if t.state == "COMPLETE" else t.last_reported
+        if seen is not None and (best is None or seen > best):
+            best = seen
+        if t.epochs_trained:
+            xs.append(consumed)
+            ys.append(best)
+    pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.step(*zip(*pts), where="post", color="tab:green")
+    ax.set_xlabel("training epochs consumed (all trials)")
+    ax.set_ylabel(f"best {val} so far")
+    ax.set_title(f"{_plain(study.study_name)}: best {val} against epochs consumed")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def _learning_curves(study: Any, plt: Any) -> Any:
     val = objective_label(study)
     from matplotlib.ticker import MaxNLocator
@@ -235,6 +261,7 @@ def figures(studies: dict[str, Any], log_scale: set[str] | frozenset[str] | None
         trials = trial_summaries(study)  # read once for both figures
         for kind, fig in (("history", _history(study, trials, plt)),
                           ("learning_curves", _learning_curves(study, plt)),
+                          ("anytime", _anytime(study, trials, plt)),
                           ("params", _params(study, trials, plt, log_params(study)
                                              if log_scale is None else set(log_scale))),
                           ("test_per_type", _test_per_type(study, plt))):

@@ -217,7 +217,7 @@ def recent_durations(study: optuna.Study, n: int) -> list[float]:
 
 #: The user attributes a summary carries (what notebook 03's table and the figures show).
 SUMMARY_ATTRS = (INTERRUPTED, RETRY_OF, RESUMED_FROM_EPOCH, FOLD_F1, FOLD_F1_STD,
-                 LEARNED_NOTHING)
+                 LEARNED_NOTHING, PAUSED_AT, CONTINUES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +231,13 @@ class TrialSummary:
     params: dict[str, Any]
     attrs: dict[str, Any]  # the keys of SUMMARY_ATTRS that the trial has
     last_reported: float | None  # its last intermediate value (PRUNED and FAIL trials only)
+    steps: int = 0  # steps it reported: its last step + 1 (epochs, folds included), 0: none
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs this attempt trained: its steps beyond where it resumed (a retry or a
+        promotion continues from a checkpoint and does not train those again)."""
+        return max(0, self.steps - int(self.attrs.get(RESUMED_FROM_EPOCH, 0) or 0))
 
 
 def trial_summaries(study: optuna.Study) -> list[TrialSummary]:
@@ -242,7 +249,8 @@ def trial_summaries(study: optuna.Study) -> list[TrialSummary]:
                              {k: t.user_attrs[k] for k in SUMMARY_ATTRS if k in t.user_attrs},
                              t.intermediate_values[max(t.intermediate_values)]
                              if t.intermediate_values and t.state.name in ("PRUNED", "FAIL")
-                             else None)
+                             else None,
+                             max(t.intermediate_values) + 1 if t.intermediate_values else 0)
                 for t in _all(study)]
     import sqlalchemy as sa
     from optuna.distributions import json_to_distribution
@@ -279,9 +287,13 @@ def trial_summaries(study: optuna.Study) -> list[TrialSummary]:
             .where(mine, T.state.in_((TrialState.PRUNED, TrialState.FAIL)))):
         if tid not in last or step > last[tid][0]:
             last[tid] = (step, Step.stored_repr_to_intermediate_value(value, kind))
+    steps = dict(_rows(study, sa.select(Step.trial_id, sa.func.max(Step.step))
+                       .join(T, T.trial_id == Step.trial_id).where(mine)
+                       .group_by(Step.trial_id)))
     return [TrialSummary(int(number), state.name,
                          Value.stored_repr_to_value(value, kind) if kind is not None else None,
                          (end - start).total_seconds() if start and end else None,
                          params.get(tid, {}), attrs.get(tid, {}),
-                         last[tid][1] if tid in last else None)
+                         last[tid][1] if tid in last else None,
+                         int(steps[tid]) + 1 if steps.get(tid) is not None else 0)
             for tid, number, state, start, end, value, kind in rows]

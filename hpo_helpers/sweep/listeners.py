@@ -8,6 +8,7 @@ state and stays in :class:`~hpo_helpers.sweep.session.session.SweepSession`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..study.queries import best_trial, state_counts
@@ -51,10 +52,13 @@ class TrackingListener(TrialListener):
 
 class EventsListener(TrialListener):
     """The front end's :class:`~hpo_helpers.sweep.session.events.SweepEvents`, with the counts it
-    shows (COMPLETE trials and the best value so far)."""
+    shows (what ``max_trials`` counts, by default COMPLETE trials, and the best value so far).
+    """
 
-    def __init__(self, events: SweepEvents) -> None:
+    def __init__(self, events: SweepEvents,
+                 counted: Callable[[], int] | None = None) -> None:
         self.events = events
+        self.counted = counted  # scheduler hyperband: configurations started
 
     def trial_started(self, study: optuna.Study, trial: optuna.Trial,
                       params: dict[str, Any]) -> None:
@@ -64,7 +68,8 @@ class EventsListener(TrialListener):
 
     def trial_finished(self, study: optuna.Study, trial: optuna.Trial, state: str,
                        value: float | None) -> None:
-        n_complete = state_counts(study)["COMPLETE"]
-        best = best_trial(study) if n_complete else None
-        self.events.trial_finished(trial.number, state, value, n_complete,
+        complete = state_counts(study)["COMPLETE"]
+        best = best_trial(study) if complete else None
+        n = self.counted() if self.counted is not None else complete
+        self.events.trial_finished(trial.number, state, value, n,
                                    best.value if best else None)

@@ -1,7 +1,8 @@
 """The hyperband scheduler's side of the sweep loop (``scheduler.type: hyperband``).
 
 :class:`Scheduled` chooses what a worker runs next, one worker at a time (the session's claims
-lock; on PostgreSQL also the study's ``schedule`` advisory lock): a promotion of a paused trial
+lock; on PostgreSQL also the study's ``budget`` advisory lock, under which a dead worker's
+trial is failed and its retry queued first, as for ``tpe_median``): a promotion of a paused trial
 that now ranks in the top of its rung, a queued trial (a retry or a continuation), or a new
 configuration while fewer than ``max_trials`` have started. The sweep is complete when all have
 started and nothing runs, waits or can be promoted; the paused trials left are then stopped
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..settings.config import HpoConfig
-from ..settings.schema import PAUSED_AT, retry_root
+from ..settings.schema import PAUSED_AT, WORKER, retry_root
 from ..study import halving
+from ..study.distributed import fail_stale_trials
 from ..training.trial import RungCheck, RungPause
 
 if TYPE_CHECKING:
@@ -52,8 +54,10 @@ class Scheduled:
         caller) counts this session's running trials; ``other_stop``: interrupt, the Stop
         button, the time budget."""
         while True:
-            with self.shared.exclusive("schedule") if self.shared is not None else \
+            with self.shared.exclusive("budget") if self.shared is not None else \
                     contextlib.nullcontext():
+                if self.shared is not None:
+                    fail_stale_trials(self.study)
                 v = halving.view(self.study, self.rungs)
                 reason = self._complete(v, claims, trials_run) or other_stop()
                 if reason is not None:
@@ -61,7 +65,10 @@ class Scheduled:
                 promoted = halving.promote_one(self.study, self.rungs, v)
                 if promoted is not None or v.waiting or len(v.started) < self.hpo.max_trials:
                     self.waiting_logged = False
-                    return self.study.ask(), None
+                    trial = self.study.ask()
+                    if self.shared is not None:
+                        trial.set_user_attr(WORKER, self.shared.worker)
+                    return trial, None
             if not self.waiting_logged:
                 logger.info("Every configuration has started; waiting for the running trials "
                             "(one may make a paused trial promotable)")

@@ -91,14 +91,13 @@ class SweepSession:
                  writes: DurableWrites, mirror: CheckpointMirror | None, bucket: Any) -> None:
         self.plan, self.cfg, self.hpo = plan, plan.cfg, plan.cfg.hpo
         self.opened, self.study, self.shared = run.opened, run.opened.study, run.opened.shared
-        self.layout = run.layout
-        self.prep = prep
+        self.layout, self.prep = run.layout, prep
         self.tracker, self.events, self.stop = tracker, events, stop
-        self.stop_after_trial = stop_after_trial
-        self.fit = fit
+        self.stop_after_trial, self.fit = stop_after_trial, fit
         self.writes, self.mirror, self.bucket = writes, mirror, bucket  # bucket: BucketSync|NoSync
         self.outcome = outcome
-        self.listeners: list[TrialListener] = [TrackingListener(tracker), EventsListener(events)]
+        self.listeners: list[TrialListener] = [TrackingListener(tracker), EventsListener(
+            events, self.n_complete if plan.cfg.hpo.scheduler.type == "hyperband" else None)]
         self.session_start = time.monotonic()
         self.failures = FailureCount(self.hpo.max_failed_trials)
         self.waiting_logged = False
@@ -246,7 +245,8 @@ class SweepSession:
         """Claim the next trial (the caller holds ``claims.cond``); None: stop (reason kept)."""
         if self.scheduled is not None:
             trial, reason = self.scheduled.next_trial(
-                self.claims, lambda: self.stop_reason(0, budget=False), self.outcome.trials_run)
+                self.claims, lambda: self.stop_reason(self.n_complete(), budget=False),
+                self.outcome.trials_run)
             if reason is not None:
                 self.outcome.stop_reason = reason
             return trial

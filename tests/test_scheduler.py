@@ -311,6 +311,9 @@ def test_two_workers_on_postgresql_promote_each_paused_trial_once(project, pg_ur
     assert len({retry_root(t) for t in trials}) == 6, "six configurations, each started once"
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "the work was shared"
     parents = [t.user_attrs[CONTINUES] for t in trials if CONTINUES in t.user_attrs]
+    # chain 2 (third best) reaches rung 1 among at most four chains, behind 0 and 1: it
+    # pauses, and is promoted once all six are there (the top three go on)
+    assert 2 in parents, parents
     assert len(parents) == len(set(parents)), "a paused trial was continued twice"
     by_number = {t.number: t for t in trials}
     for t in trials:

@@ -96,10 +96,12 @@ class _Budget:
     def __init__(self, budget: int, stop: Any) -> None:
         self.budget, self.stop = budget, stop
         self.curve: list[tuple[int, float]] = []  # (epochs consumed, validation F1)
+        self.evaluated = 0  # every epoch evaluated, past the budget too (none should be)
 
     def __call__(self, real: Any) -> Any:
         def evaluate(*a: Any, **kw: Any) -> dict[str, Any]:
             metrics = real(*a, **kw)
+            self.evaluated += 1
             if len(self.curve) < self.budget:
                 self.curve.append((len(self.curve) + 1, float(metrics["f1"])))
                 if len(self.curve) >= self.budget:
@@ -170,7 +172,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, A
                                         if r["test_f1_of_best"] is not None]),
             "wall_s": _median([r["wall_s"] for r in rs]),
             "trials": _median([r["trials"] for r in rs]),
-            "epochs_trained": _median([len(r["curve"]) for r in rs]),
+            "epochs_trained": max(r["budget"].evaluated for r in rs),
         }
     return methods
 

@@ -264,8 +264,10 @@ def test_a_bucket_that_refuses_writes_costs_no_trial(azurite, project, monkeypat
 def test_colab_kaggle_colab_hop_with_a_bucket(moto_s3, project, tmp_path) -> None:
     """Started on simulated Colab and killed inside trial 1; continued on simulated Kaggle
     (empty /kaggle/working, same durable_url) from trial 1's checkpoint; finished on a fresh
-    simulated Colab. No completed trial is lost on the way."""
-    _slower_trials(project, n_docs=40, epochs=2)
+    simulated Colab. No completed trial is lost on the way. Three epochs: with two, a sweep
+    slowed by a loaded machine could finish trial 1 before a sync sent its checkpoint, and
+    the kill never came (seen once in CI)."""
+    _slower_trials(project, n_docs=40, epochs=3)
     moto_s3.make_bucket("hop")
     base = _sweep_env(moto_s3, HPO_DURABLE_URL="s3://hop/search")
     run = project.cli("run", "--config", str(project.hpo))

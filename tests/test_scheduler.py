@@ -322,15 +322,17 @@ def test_two_workers_on_postgresql_promote_each_paused_trial_once(project, pg_ur
             assert t.user_attrs[RESUMED_FROM_EPOCH] == rung == t.user_attrs[CONTINUES_FROM_EPOCH]
     best = max(trials, key=lambda t: t.value)
     assert best.value == 0.5 and _epochs(best) == 4
+    assert not list((shared / "hpo_tiny" / "trials").glob("trial_*")), \
+        "the stopped chains' checkpoints are removed from the shared folder"
     paused = {t.number for t in trials if PAUSED_AT in t.user_attrs}
     stopped = set(study.user_attrs.get(STOPPED_AT_RUNG) or ())
     assert paused == set(parents) | stopped and not set(parents) & stopped
 
 
 def test_brackets_compete_apart_and_a_promotion_is_queued_once(tmp_path: Path) -> None:
-    """On a real SQLite study: configurations 0 and 2 are bracket 0 (rungs 1, 3), 1 and 3
-    bracket 1 (rung 3 only). A paused trial is promoted once: the queued continuation is what
-    says so, whoever reads the study next."""
+    """On a real SQLite study (factor 2, top 8): chains 0 and 2 are bracket 0 (rungs 1, 2, 4),
+    1 and 3 bracket 1 (rungs 2, 4). A paused trial is promoted once: the queued continuation
+    is what says so, whoever reads the study next; top-k counts a chain once."""
     study = optuna.create_study(study_name="s", direction="maximize",
                                 storage=f"sqlite:///{tmp_path / 's.db'}")
     dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
@@ -366,3 +368,53 @@ def test_brackets_compete_apart_and_a_promotion_is_queued_once(tmp_path: Path) -
     rows = {(r["bracket"], r["rung"]): r for r in halving.occupancy(study, rungs)}
     assert rows[(0, 1)] == {"bracket": 0, "rung": 1, "reached": 2, "paused": 0,
                             "promoted": 1, "stopped": 1}
+    # chain 1's continuation ends level with it (no better epoch): one chain, one top-k place
+    from hpo_helpers.study.queries import top_complete
+
+    cont = study.ask()
+    study.tell(cont, 0.9)
+    assert cont.user_attrs[CONTINUES] == 1
+    assert top_complete(study, 2) == [(1, 0.9), (2, 0.6)]
+
+
+@pytest.mark.slow
+def test_a_retry_does_not_decide_again_a_rung_its_chain_passed(project) -> None:
+    """Configurations arrive worst first (scores rising): trial 0, alone, passes rung 1 and is
+    SIGKILLed inside its rung-2 decision. Its retry runs last, after three better chains went
+    through both rungs: replaying epoch 1 it does not decide rung 1 again (4th of 4 there, it
+    would be sent back and its epoch 2 thrown away); it decides rung 2, never acted on, and
+    pauses there with the checkpoint of that epoch."""
+    rising = {3e-3: 0.2, 2.5e-3: 0.3, 2e-3: 0.4, 1.5e-3: 0.5}
+    _hyperband(project)
+    code = _driver_args(project, out=project.output_dir, scores=rising)
+    dead = subprocess.run(code, env=dict(_env(), HPO_FAULT_KILL_AT="rung_decision:2"),
+                          capture_output=True, text=True, timeout=400)
+    assert dead.returncode == -signal.SIGKILL, dead.stderr[-3000:]
+    res = subprocess.run(code, env=_env(), capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    db = project.output_dir / "tiny" / "study.db"
+    study = optuna.load_study(study_name="hpo_tiny", storage=f"sqlite:///{db}")
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
+    assert retry.number == 4, "the retry ran after the three queued configurations"
+    assert retry.user_attrs[RESUMED_FROM_EPOCH] == 2
+    assert "1" not in retry.user_attrs[RUNG_SCORES], "rung 1 decided again"
+    assert retry.user_attrs[PAUSED_AT] == 2 and retry.value == 0.2
+
+
+@pytest.mark.parametrize("setting", ["no checkpoints", "shared without a shared folder"])
+def test_hyperband_refuses_a_run_whose_checkpoints_a_promotion_could_not_reach(
+        project, setting) -> None:
+    _hyperband(project)
+    cfg = load_configs(project.config_dir, project.hpo)
+    import dataclasses
+
+    if setting == "no checkpoints":
+        hpo = dataclasses.replace(cfg.hpo, checkpoint=dataclasses.replace(
+            cfg.hpo.checkpoint, enabled=False))
+        needle, url = "needs checkpoint.enabled: true", None
+    else:
+        hpo, needle = cfg.hpo, "needs shared_checkpoint_dir"
+        url = "postgresql+psycopg://u@127.0.0.1:1/none"  # refused before any connection
+    with pytest.raises(ConfigError, match=needle):
+        run_sweep(dataclasses.replace(cfg, hpo=hpo), output_dir=project.output_dir,
+                  storage_url=url)

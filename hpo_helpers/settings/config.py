@@ -122,7 +122,8 @@ class SchedulerConfig:
     fixed ``epochs``) unless it ranks in the top 1/``reduction_factor`` of the trials of its
     bracket that reached that rung; a stopped trial waits with its checkpoint and is promoted
     (continued from it, optimizer and scheduler included) when it ranks so later.
-    ``brackets`` > 1 gives later configurations larger first rungs (Hyperband's brackets)."""
+    ``brackets`` > 1 gives configurations larger first rungs (Hyperband's brackets): the one
+    whose first trial is number ``n`` is in bracket ``n % brackets``."""
 
     type: str = field(default="tpe_median", metadata=_rule(choices=("tpe_median", "hyperband")))
     min_epochs: int = field(default=1, metadata=_rule(low=1, high=10_000))

@@ -36,6 +36,7 @@ __all__ = [
     "RESUMED_FROM_STEP",
     "RETRY_OF",
     "RETRY_ROOT",
+    "RUNG_PASSED",
     "RUNG_SCORES",
     "RUN_INPUTS",
     "SELECTED_BACKBONE",
@@ -83,6 +84,9 @@ RESUMED_FROM_FOLD = "resumed_from_fold"  # k-fold: the fold the retry continued
 # with CONTINUES (the paused trial) and RETRY_ROOT (the chain's checkpoint folder) that starts
 # from the paused trial's checkpoint at epoch CONTINUES_FROM_EPOCH.
 RUNG_SCORES = "rungs"  # rung (epochs, as a string) -> the trial's value when it reached it
+#: the highest rung the chain was let through: a retry replaying its epochs does not decide
+#: that rung (or any below) again
+RUNG_PASSED = "rung_passed"
 PAUSED_AT = "paused_at"  # the rung (epochs) the trial stopped at, waiting for a promotion
 #: (a study attribute) the paused trials a complete sweep ended without promoting
 STOPPED_AT_RUNG = "stopped_at_rung"

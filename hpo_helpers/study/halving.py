@@ -7,7 +7,8 @@ training away; here a stopped trial waits with its checkpoint and is *promoted* 
 enough trials reached its rung below it: it continues from that checkpoint (weights, optimizer,
 scheduler and random state) instead of training again. With ``brackets`` > 1, configuration
 ``c`` belongs to bracket ``c % brackets``, whose first rung is ``min_epochs * factor**bracket``
-(Hyperband's brackets, run side by side); trials compete only within their bracket.
+(Hyperband's brackets, run side by side; ``c`` is the number of the configuration's first
+trial); trials compete only within their bracket.
 
 Every decision is made from the study alone (user attributes of its trials), so any worker, a
 later session or a fresh VM makes the same one, and a kill at any moment leaves a study from
@@ -18,7 +19,8 @@ which the next decision is simply made again:
   ``max(1, n // reduction_factor)`` it trains on at once; otherwise it ends COMPLETE with its
   value so far and ``PAUSED_AT`` (its checkpoint kept, mirrored like any other). A kill before
   the end of that decision leaves the trial RUNNING: it is retried from the rung's checkpoint
-  and decides again.
+  and decides again. A rung the chain was let through is recorded (``RUNG_PASSED``, carried by
+  retries), so a retry replaying its epochs never sends a chain back below a rung it passed.
 - Before a new configuration starts, a paused trial that now ranks in the top of its rung and
   has no continuation yet is promoted: one ``enqueue_trial`` of its params with ``CONTINUES``,
   ``RETRY_ROOT`` (the chain's checkpoint folder) and ``CONTINUES_FROM_EPOCH``. That insert is the
@@ -48,6 +50,7 @@ from ..settings.schema import (
     CONTINUES_FROM_EPOCH,
     PAUSED_AT,
     RETRY_ROOT,
+    RUNG_PASSED,
     RUNG_SCORES,
     STOPPED_AT_RUNG,
     retry_root,
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["Rungs", "View", "decide", "finish", "occupancy", "promote_one",
+__all__ = ["Rungs", "View", "decide", "decided_up_to", "finish", "occupancy", "promote_one",
            "rungs_of", "view"]
 
 logger = logging.getLogger(__name__)
@@ -169,7 +172,16 @@ def decide(study: optuna.Study, trial: optuna.Trial, rungs: Rungs, epochs: int,
     logger.info("Trial %d at rung %d epochs: %.4f ranks %d of %d in bracket %d: %s",
                 trial.number, epochs, value, rank + 1, n, rungs.bracket(root),
                 "goes on" if on else "paused with its checkpoint (promoted if it ranks so later)")
+    if on:  # decided for good: a retry that replays this epoch does not send it back
+        trial.set_user_attr(RUNG_PASSED, epochs)
     return on
+
+
+def decided_up_to(trial: Any) -> int:
+    """The epochs below which ``trial``'s chain has no rung left to decide: the rung it was
+    promoted from, or the highest one it was let through (a retry carries both)."""
+    return max(int(trial.user_attrs.get(CONTINUES_FROM_EPOCH, 0)),
+               int(trial.user_attrs.get(RUNG_PASSED, 0)))
 
 
 def promote_one(study: optuna.Study, rungs: Rungs, v: View | None = None) -> int | None:

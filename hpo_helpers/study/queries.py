@@ -177,7 +177,27 @@ def paused_chain_roots(study: optuna.Study) -> set[int]:
 
 
 def top_complete(study: optuna.Study, k: int) -> list[tuple[int, float | None]]:
-    """The ``k`` highest-valued COMPLETE trials as (number, value); ties by number."""
+    """The ``k`` highest-valued COMPLETE trials as (number, value); ties by number.
+
+    In a study with promotions (scheduler hyperband) a paused trial and its continuations are
+    one model's history: each chain counts once, by its best trial (ties: the earlier one,
+    which holds the model when a continuation did not improve on it)."""
+    from optuna.trial import TrialState
+
+    if not _attrs(study, (CONTINUES,)):
+        return _top(study, k)
+    roots = {n: int(v) for n, _, v in _attrs(study, (RETRY_ROOT,), (TrialState.COMPLETE,))}
+    seen: set[int] = set()
+    out = []
+    for number, value in _top(study, None):
+        root = roots.get(number, number)
+        if root not in seen:
+            seen.add(root)
+            out.append((number, value))
+    return out[:k]
+
+
+def _top(study: optuna.Study, k: int | None) -> list[tuple[int, float | None]]:
     from optuna.trial import TrialState
 
     if _engine(study) is None:
@@ -192,7 +212,9 @@ def top_complete(study: optuna.Study, k: int) -> list[tuple[int, float | None]]:
          .join(Value, sa.and_(Value.trial_id == TrialModel.trial_id, Value.objective == 0))
          .where(TrialModel.study_id == study._study_id,
                 TrialModel.state == TrialState.COMPLETE)
-         .order_by(Value.value.is_(None), Value.value.desc(), TrialModel.number).limit(k))
+         .order_by(Value.value.is_(None), Value.value.desc(), TrialModel.number))
+    if k is not None:
+        q = q.limit(k)
     return [(int(n), v) for n, v in _rows(study, q)]
 
 

@@ -37,6 +37,7 @@ from ..settings.schema import (
     INTERRUPTED,
     RETRY_OF,
     RETRY_ROOT,
+    RUNG_PASSED,
     retry_root,
     study_name,
 )
@@ -350,8 +351,8 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial)
     whose checkpoint folder every attempt shares.
     """
     root = retry_root(trial)
-    # a continuation's retry is one too: it starts where its parent paused
-    carried = {k: trial.user_attrs[k] for k in (CONTINUES, CONTINUES_FROM_EPOCH)
+    # a continuation's retry is one too, and no retry decides a rung its chain passed
+    carried = {k: trial.user_attrs[k] for k in (CONTINUES, CONTINUES_FROM_EPOCH, RUNG_PASSED)
                if k in trial.user_attrs}
     study.enqueue_trial(dict(trial.params),
                         user_attrs={RETRY_OF: trial.number, RETRY_ROOT: root,

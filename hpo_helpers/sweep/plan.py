@@ -55,6 +55,8 @@ class SweepPlan:
         if bucket and url:
             raise ConfigError("durable_url cannot be used with a shared study (storage_url: its "
                               "checkpoints live in shared_checkpoint_dir). Fix: drop one of them.")
+        if hpo.scheduler.type == "hyperband":
+            _check_checkpoints_for_hyperband(hpo, url)
         devices = worker_devices(cfg.train.devices, cfg.train.source)
         for device in devices:
             policy_for(cfg.train, device)
@@ -113,3 +115,16 @@ class SweepPlan:
         if on and paths is not None and layout.mirror_root is not None:
             return CheckpointMirror(layout, writes)
         return None
+
+
+def _check_checkpoints_for_hyperband(hpo: Any, url: str | None) -> None:
+    """A promotion continues from the paused trial's checkpoint: refuse a run that keeps none,
+    or (a shared study) keeps them where another worker cannot read them."""
+    if url and not hpo.shared_checkpoint_dir:
+        raise ConfigError(f"{hpo.source}: scheduler.type hyperband on a shared study needs "
+                          "shared_checkpoint_dir (a promotion may continue on any worker, from "
+                          "the paused trial's checkpoint). Fix: set shared_checkpoint_dir to a "
+                          "folder every worker sees.")
+    if not url and not hpo.checkpoint.enabled:
+        raise ConfigError(f"{hpo.source}: scheduler.type hyperband needs checkpoint.enabled: "
+                          "true (paused trials wait with their checkpoint). Fix: enable it.")

@@ -37,6 +37,7 @@ class Scheduled:
                  shared: Any) -> None:
         self.study, self.hpo, self.rungs, self.shared = study, hpo, rungs, shared
         self.complete = False  # every configuration started, every promotion made
+        self.stopped_roots: set[int] = set()  # chains this worker stopped: their folders go
         self.waiting_logged = False
 
     @classmethod
@@ -81,6 +82,7 @@ class Scheduled:
                 or any(v.goes_on(retry_root(t), int(t.user_attrs[PAUSED_AT]))
                        for t in v.paused)):
             return None
+        self.stopped_roots = {retry_root(t) for t in v.paused}
         stopped = halving.finish(self.study, self.rungs)
         reason = (f"Sweep complete: {started}/{self.hpo.max_trials} configurations started, "
                   "every promotion made"
@@ -90,6 +92,10 @@ class Scheduled:
         logger.info("%s", reason)
         self.complete = True
         return reason
+
+    def rung_from(self, trial: optuna.Trial) -> int:
+        """Epochs below which ``trial`` has no rung to decide (see ``halving``)."""
+        return halving.decided_up_to(trial)
 
     def rung_check(self, trial: optuna.Trial) -> RungCheck:
         """What ``run_trial`` asks after each epoch: does ``trial`` go on?"""

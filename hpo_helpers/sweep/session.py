@@ -92,10 +92,9 @@ class SweepSession:
         self.plan, self.cfg, self.hpo = plan, plan.cfg, plan.cfg.hpo
         self.opened, self.study, self.shared = run.opened, run.opened.study, run.opened.shared
         self.layout, self.prep = run.layout, prep
-        self.tracker, self.events, self.stop = tracker, events, stop
+        self.tracker, self.events, self.stop, self.outcome = tracker, events, stop, outcome
         self.stop_after_trial, self.fit = stop_after_trial, fit
         self.writes, self.mirror, self.bucket = writes, mirror, bucket  # bucket: BucketSync|NoSync
-        self.outcome = outcome
         self.listeners: list[TrialListener] = [TrackingListener(tracker), EventsListener(
             events, self.n_complete if plan.cfg.hpo.scheduler.type == "hyperband" else None)]
         self.session_start = time.monotonic()
@@ -190,10 +189,11 @@ class SweepSession:
         with self.stop.installed(), contextlib.closing(trial_bar), contextlib.nullcontext() \
                 if quiet else logging_redirect_tqdm(tqdm_class=type(trial_bar)):
             run_workers(lambda: self.worker_loop(trial_bar), self.plan.devices, self.stop.event)
-        if self.scheduled is not None and self.scheduled.complete and self.shared is None:
+        if self.scheduled is not None and self.scheduled.stopped_roots:
             with self.books:  # stopped trials' checkpoints go once the durable study says so
                 snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
-                reconcile(self.study, self.layout)
+                for root in sorted(self.scheduled.stopped_roots):
+                    self._drop_checkpoints(self.layout.trial_dir(root))
         self.after_sweep()
         self.outcome.finish(self.stop.signal_name)
 
@@ -235,8 +235,7 @@ class SweepSession:
                 return
 
     def n_complete(self) -> int:
-        """What ``max_trials`` counts: COMPLETE trials, or with the hyperband scheduler the
-        configurations started (the sweep is complete once none can go further)."""
+        """What ``max_trials`` counts: COMPLETE trials (hyperband: configurations started)."""
         if self.scheduled is not None:
             return self.scheduled.started()
         return state_counts(self.study)["COMPLETE"]
@@ -313,7 +312,6 @@ class SweepSession:
             run = self._train(trial, params, ckpt_dir)
         except RungPause as pause:
             self._paused(trial, pause, ckpt_dir)
-            trial_bar.update(0)
             return True, None  # the checkpoint stays for a promotion
         except optuna.TrialPruned as exc:
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -371,11 +369,12 @@ class SweepSession:
                ckpt_dir: Path | None) -> TrialRun:
         mirror, bucket = self.mirror, self.bucket
         on_checkpoint = mirror.submit if mirror else bucket.request if bucket.active else None
-        rung = self.scheduled.rung_check(trial) if self.scheduled is not None else None
+        s = self.scheduled
         return run_trial(trial, params, self.prep, self.cfg, ckpt_dir,
                          self.cfg.train.seed + retry_root(trial), self.stop.is_set,
-                         self.tracker, self.events, on_checkpoint, fit=self.fit, rung=rung,
-                         rung_from=int(trial.user_attrs.get(CONTINUES_FROM_EPOCH, 0)))
+                         self.tracker, self.events, on_checkpoint, fit=self.fit,
+                         rung=s.rung_check(trial) if s else None,
+                         rung_from=s.rung_from(trial) if s else 0)
 
     def _start(self, trial: optuna.Trial, params: dict[str, Any], ckpt_dir: Path | None) -> None:
         attrs = trial.user_attrs
@@ -430,8 +429,9 @@ class SweepSession:
             self.mirror.flush()  # the saved position must reach the durable folder first
         self.bucket.flush()
         trial.set_user_attr(INTERRUPTED, True)
-        self.study.tell(trial, state=TrialState.FAIL)
-        requeue(self.study, trial)
+        with self.shared.exclusive("budget") if self.shared else contextlib.nullcontext():
+            self.study.tell(trial, state=TrialState.FAIL)  # with its retry: one step for
+            requeue(self.study, trial)  # workers counting under the lock
         self._record(trial, "INTERRUPTED", None)
         self.outcome.interrupted = True
         logger.warning("Trial %d interrupted at step %d: checkpoint kept in %s and the trial "

@@ -149,6 +149,14 @@ def test_hyperband_pauses_promotes_from_the_checkpoint_and_keeps_the_budget(
     assert "hyperband: 4/4 configurations started" in shown
     assert "rung 1 epochs: reached by 4, waiting there 0, promoted 1, stopped 2" in shown
     assert "rung 2 epochs: reached by 2, waiting there 0, promoted 0, stopped 1" in shown
+    from hpo_helpers import ResumePanel  # the panel says the same
+
+    panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo,
+                        output_dir=project.output_dir)
+    assert panel.action.value == ("<b>Resume: 4 of 4 configurations started; rung 1: 4 "
+                                  "reached, 0 waiting, 1 promoted; rung 2: 2 reached, 0 "
+                                  "waiting, 0 promoted</b>")
+    assert panel.trials.description == "Trials 4/4"
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="hpo_helpers"):
         again = _sweep(project, monkeypatch)

@@ -135,9 +135,10 @@ class ResumePanel(SweepEvents):
         self._show_best(info["best_value"], info["best_params"])
         self._show_warning(learned_nothing_warning(info["best_trial"], info["best_value"])
                            if info["best_learned_nothing"] else None)
+        done = info.get("configurations_started", info["n_complete"])  # scheduler hyperband
         self.trials.max = max(1, info["max_trials"])
-        self.trials.value = min(info["n_complete"], self.trials.max)
-        self.trials.description = f"Trials {info['n_complete']}/{info['max_trials']}"
+        self.trials.value = min(done, self.trials.max)
+        self.trials.description = f"Trials {done}/{info['max_trials']}"
         self._log(f"{info['action']}; best so far: {info['best_value']}")
         return info
 

@@ -293,6 +293,11 @@ def plan(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | 
         action = f"A sweep is running this study ({holder})"
     elif not info["exists"]:
         action = f"New study {info['study_name']}: 0 of {max_trials} trials"
+    elif info.get("scheduler") == "hyperband":  # max_trials counts configurations started
+        action = (f"Resume: {info['configurations_started']} of {max_trials} configurations "
+                  "started; " + "; ".join(
+                      f"rung {r['rung']}: {r['reached']} reached, {r['paused']} waiting, "
+                      f"{r['promoted']} promoted" for r in info["rungs"]))
     elif info["n_complete"] >= max_trials:
         action = f"All {max_trials} trials already complete"
     else:

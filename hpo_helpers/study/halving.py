@@ -201,9 +201,10 @@ def promote_one(study: optuna.Study, rungs: Rungs, v: View | None = None) -> int
     return None
 
 
-def finish(study: optuna.Study, rungs: Rungs) -> list[int]:
-    """Mark the paused trials left at the end of a complete sweep as stopped; returns them."""
-    stopped = [t.number for t in view(study, rungs).paused]
+def finish(study: optuna.Study, rungs: Rungs, v: View | None = None) -> list[int]:
+    """Mark the paused trials left at the end of a complete sweep as stopped (``v``: the view
+    the caller just read); returns them."""
+    stopped = [t.number for t in (v or view(study, rungs)).paused]
     if stopped:
         before = list(study.user_attrs.get(STOPPED_AT_RUNG) or ())
         study.set_user_attr(STOPPED_AT_RUNG, sorted(set(before) | set(stopped)))

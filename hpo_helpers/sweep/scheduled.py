@@ -49,18 +49,18 @@ class Scheduled:
         """Configurations started: what ``max_trials`` counts."""
         return len(halving.view(self.study, self.rungs).started)
 
-    def next_trial(self, claims: Any, other_stop: Callable[[], str | None],
+    def next_trial(self, claims: Any, other_stop: Callable[[int], str | None],
                    trials_run: int) -> tuple[optuna.Trial | None, str | None]:
         """(the trial to run, None) or (None, the stop reason); ``claims`` (held by the
-        caller) counts this session's running trials; ``other_stop``: interrupt, the Stop
-        button, the time budget."""
+        caller) counts this session's running trials; ``other_stop(started)``: interrupt, the
+        Stop button, the time budget (given the configurations started, read once here)."""
         while True:
             with self.shared.exclusive("budget") if self.shared is not None else \
                     contextlib.nullcontext():
                 if self.shared is not None:
                     fail_stale_trials(self.study)
                 v = halving.view(self.study, self.rungs)
-                reason = self._complete(v, claims, trials_run) or other_stop()
+                reason = self._complete(v, claims, trials_run) or other_stop(len(v.started))
                 if reason is not None:
                     return None, reason
                 promoted = halving.promote_one(self.study, self.rungs, v)
@@ -83,7 +83,7 @@ class Scheduled:
                        for t in v.paused)):
             return None
         self.stopped_roots = {retry_root(t) for t in v.paused}
-        stopped = halving.finish(self.study, self.rungs)
+        stopped = halving.finish(self.study, self.rungs, v)
         reason = (f"Sweep complete: {started}/{self.hpo.max_trials} configurations started, "
                   "every promotion made"
                   + (f" ({len(stopped)} stopped at their rungs)" if stopped else ""))

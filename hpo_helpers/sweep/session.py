@@ -244,7 +244,7 @@ class SweepSession:
         """Claim the next trial (the caller holds ``claims.cond``); None: stop (reason kept)."""
         if self.scheduled is not None:
             trial, reason = self.scheduled.next_trial(
-                self.claims, lambda: self.stop_reason(self.n_complete(), budget=False),
+                self.claims, lambda started: self.stop_reason(started, budget=False),
                 self.outcome.trials_run)
             if reason is not None:
                 self.outcome.stop_reason = reason

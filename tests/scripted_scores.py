@@ -22,8 +22,9 @@ run_sweep(cfg, output_dir={out!r}, fit=fit, storage_url={storage!r})
 """
 
 
-def install(scores: dict[float, float]) -> Any:
-    """Patch evaluation to report ``scores[learning_rate]``; returns the ``fit`` to pass to
+def install(scores: dict[Any, float]) -> Any:
+    """Patch evaluation to report ``scores[learning_rate]`` (or, given ``{"per_lr": a}``,
+    ``a * learning_rate``: PBT explores rates no table lists); returns the ``fit`` to pass to
     ``run_sweep``."""
     from hpo_helpers.training import train
 
@@ -37,7 +38,8 @@ def install(scores: dict[float, float]) -> Any:
 
     def fit(**kwargs: Any) -> Any:
         lr = float(kwargs["params"]["learning_rate"])
-        current["score"] = next(v for k, v in scores.items() if abs(k - lr) < 1e-12)
+        current["score"] = (min(1.0, lr * scores["per_lr"]) if "per_lr" in scores else
+                            next(v for k, v in scores.items() if abs(k - lr) < 1e-12))
         return real_fit(**kwargs)
 
     train.evaluate = evaluate  # type: ignore[assignment]

@@ -50,14 +50,14 @@ def _hyperband(project, *, epochs: int = 4, max_trials: int = 4, **scheduler) ->
                                  **scheduler})
 
 
-def _sweep(project, monkeypatch, tracking=None):
+def _sweep(project, monkeypatch, tracking=None, scores=None):
     from hpo_helpers.training import train
 
     from .scripted_scores import install
 
     monkeypatch.setattr(train, "evaluate", train.evaluate)  # restored after the test
     cfg = load_configs(project.config_dir, project.hpo)
-    return run_sweep(cfg, output_dir=project.output_dir, fit=install(SCORES),
+    return run_sweep(cfg, output_dir=project.output_dir, fit=install(scores or SCORES),
                      tracking=tracking).study
 
 
@@ -195,7 +195,7 @@ def test_hyperband_config_problems_are_one_clear_error(project, space, extra, ne
 
 
 def test_an_unknown_scheduler_is_refused(project) -> None:
-    project.write_hpo(scheduler={"type": "pbt"})
+    project.write_hpo(scheduler={"type": "asha"})
     with pytest.raises(ConfigError, match="scheduler.type"):
         load_configs(project.config_dir, project.hpo)
 

@@ -410,3 +410,37 @@ def test_five_oom_trials_in_a_row_stop_the_sweep_with_advice(project, monkeypatc
                               storage=f"sqlite:///{project.output_dir / 'tiny' / 'study.db'}")
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 5 and all(t.user_attrs["oom"] for t in failed)
+
+
+def test_an_exploit_copy_continues_another_trials_state_with_its_own_rates(setup,
+                                                                           tmp_path) -> None:
+    """scheduler pbt: a trial started from a copy of another trial's checkpoint (epoch 1)
+    continues its weights, position and history, while its optimizer takes this trial's
+    learning rate and weight decay (the explore step), exactly as a trial built with them."""
+    import torch
+
+    from hpo_helpers.storage.checkpoints import TRAINING_FILE, seed_checkpoint
+
+    done: list[int] = []
+    src = _fit(setup, tmp_path / "src", on_epoch=lambda e, m: done.append(e),
+               should_stop=lambda: bool(done))
+    assert src.interrupted and len(src.history) == 1
+    explored = dict(PARAMS, learning_rate=1e-3, weight_decay=0.05, dropout=0.2)
+    seed_checkpoint(tmp_path / "src", tmp_path / "dst", explored, {"trial": 0, "epoch": 1})
+    assert latest_checkpoint(tmp_path / "src") is not None, "the source is only read"
+    kw = dict(backbone=setup["bb"], labels=setup["ds"].labels, train_windows=setup["tw"],
+              eval_docs=setup["ds"].validation, eval_windows=setup["ew"], params=explored,
+              cfg=setup["cfg"], seed=11)
+    seeded = fit(checkpoint_dir=tmp_path / "dst", **kw)
+    assert seeded.resumed_from_epoch == 1 and seeded.history[0] == src.history[0]
+    assert len(seeded.history) == PARAMS["epochs"]
+    control = fit(checkpoint_dir=tmp_path / "ctl", **kw)  # built with the explored params
+
+    def groups(folder: Path) -> list[tuple[float, float, float]]:
+        state = torch.load(latest_checkpoint(folder) / TRAINING_FILE, weights_only=True)
+        return [(g["initial_lr"], g["lr"], g["weight_decay"])
+                for g in state["optimizer"]["param_groups"]]
+
+    assert groups(tmp_path / "dst") == groups(tmp_path / "ctl")
+    assert {round(g[2], 6) for g in groups(tmp_path / "dst")} == {0.0, 0.05}
+    assert control.global_step == seeded.global_step

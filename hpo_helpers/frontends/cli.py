@@ -390,6 +390,16 @@ def _status(args: argparse.Namespace) -> int:
                                                   else "")
                   + f": reached by {r['reached']}, waiting there {r['paused']}, promoted "
                     f"{r['promoted']}, stopped {r['stopped']}")
+    if info.get("scheduler") == "pbt":
+        print(f"  pbt: {info['configurations_started']}/{info['max_trials']} members started, "
+              f"{info['pbt_done']} done, {info['pbt_exploits']} exploits (COMPLETE counts "
+              "each member's segments)")
+        for r in info["population"]:
+            score = "-" if r["score"] is None else f"{r['score']:.4f}"
+            lr = r["params"].get("learning_rate")
+            rate = f", learning_rate {lr:.3g}" if isinstance(lr, float) else ""
+            print(f"  member {r['member']}: epoch {r['epoch']}, F1 {score}, {r['state']}, "
+                  f"exploited {r['exploits']}x{rate}")
     if info["max_trials"] != info["config_max_trials"]:  # a notebook or --max-trials raised it
         print(f"  budget {info['max_trials']} trials: set by the study's last run (the config "
               f"says {info['config_max_trials']}; --max-trials or the notebook's max_trials "

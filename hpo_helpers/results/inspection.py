@@ -18,9 +18,12 @@ from ..settings.schema import (
     NOT_IN_MACRO,
     NOT_IN_MACRO_NOTE,
     PAUSED_AT,
+    PBT_EXPLOITED,
+    PBT_MEMBER,
     REFIT,
     RESUMED_FROM_EPOCH,
     RETRY_OF,
+    RETRY_ROOT,
     TEST_SCORES,
     study_name,
 )
@@ -104,14 +107,16 @@ def load_studies(files: Iterable[Path | str]) -> list[optuna.Study]:
 def trials_table(study: optuna.Study) -> pandas.DataFrame:
     """One row per trial: number, state, value, params, interrupted/retry info,
     ``learned_nothing`` (best validation F1 below 0.05), ``paused_at``/``continues`` (scheduler
-    hyperband), epochs trained, duration (read
+    hyperband and pbt), ``pbt_member``/``exploited`` (pbt), epochs trained, duration (read
     with :func:`~hpo_helpers.study.queries.trial_summaries`, not Optuna's full read)."""
     import pandas as pd
 
     from ..study.queries import trial_summaries
 
     rows = []
-    for t in trial_summaries(study):
+    summaries = trial_summaries(study)
+    pbt = any(PBT_MEMBER in t.attrs for t in summaries)
+    for t in summaries:
         rows.append({
             "number": t.number, "state": t.state, "value": t.value,
             **{f"param_{k}": v for k, v in t.params.items()},
@@ -123,6 +128,9 @@ def trials_table(study: optuna.Study) -> pandas.DataFrame:
                if FOLD_F1 in t.attrs else {}),  # k-fold: per-fold scores and spread
             # scheduler hyperband: the rung a trial paused at, the trial a promotion continues
             **({k: t.attrs[k] for k in (PAUSED_AT, CONTINUES) if k in t.attrs}),
+            # scheduler pbt: the member a segment trains, the member it exploited
+            **({"pbt_member": int(t.attrs.get(PBT_MEMBER, t.attrs.get(RETRY_ROOT, t.number))),
+                "exploited": t.attrs.get(PBT_EXPLOITED)} if pbt else {}),
             "epochs_trained": t.epochs_trained,
             "duration_s": t.duration_s,
         })

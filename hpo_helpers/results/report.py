@@ -9,6 +9,9 @@
 * ``anytime``: the best validation F1 so far against the training epochs consumed (trials in
   order, each counting the epochs it trained: a retry or a promotion continued from a
   checkpoint counts only the epochs after it), the measure by which search methods compare;
+* ``schedules`` (scheduler pbt): each member's hyperparameters against its epochs, one panel
+  per perturbed hyperparameter that changed: the schedules PBT found (an exploit jumps to the
+  donor's values);
 * ``test_per_type``: test F1 per entity type of the best trial's kept model (after ``evaluate``);
 * ``backbones``: best validation and test F1 per study, when several studies are given.
 
@@ -30,7 +33,9 @@ from ..settings.schema import (
     LEARNED_NOTHING_BELOW,
     NOT_IN_MACRO,
     NOT_IN_MACRO_NOTE,
+    PBT_MEMBER,
     RETRY_OF,
+    RETRY_ROOT,
     TEST_SCORES,
 )
 from ..study.queries import (
@@ -149,6 +154,41 @@ def _anytime(study: Any, trials: list[Any], plt: Any) -> Any | None:
     return fig
 
 
+def _schedules(study: Any, trials: list[Any], plt: Any) -> Any | None:
+    """Scheduler pbt: per perturbed hyperparameter that changed, each member's value against
+    the epochs its segments trained (None for other studies)."""
+    if not any(PBT_MEMBER in t.attrs for t in trials):
+        return None
+    done = [t for t in trials if t.state == "COMPLETE" and t.steps]
+    lines: dict[int, list[tuple[int, int, dict[str, Any]]]] = {}
+    for t in done:
+        member = int(t.attrs.get(PBT_MEMBER, t.attrs.get(RETRY_ROOT, t.number)))
+        lines.setdefault(member, []).append((t.steps - t.epochs_trained, t.steps, t.params))
+    names = [k for k in sorted({k for t in done for k in t.params})
+             if len({t.params.get(k) for t in done}) > 1 and all(
+                 isinstance(t.params.get(k), (int, float)) for t in done)]
+    if not names:
+        return None
+    logs = log_params(study)
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.6 * len(names) + 0.6), sharex=True,
+                             squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        for member, segments in sorted(lines.items()):
+            xs, ys = [], []
+            for start, end, params in sorted(segments, key=lambda s: (s[0], s[1])):
+                xs += [start, end]
+                ys += [params.get(name), params.get(name)]
+            ax.plot(xs, ys, marker=".", label=f"member {member}")
+        if name in logs:
+            ax.set_yscale("log")
+        ax.set_ylabel(_plain(name))
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("epoch")
+    axes[0, 0].legend(loc="best", fontsize="small", ncol=2)
+    axes[0, 0].set_title(f"{_plain(study.study_name)}: hyperparameter schedules (PBT)")
+    return fig
+
+
 def _learning_curves(study: Any, plt: Any) -> Any:
     val = objective_label(study)
     from matplotlib.ticker import MaxNLocator
@@ -262,6 +302,7 @@ def figures(studies: dict[str, Any], log_scale: set[str] | frozenset[str] | None
         for kind, fig in (("history", _history(study, trials, plt)),
                           ("learning_curves", _learning_curves(study, plt)),
                           ("anytime", _anytime(study, trials, plt)),
+                          ("schedules", _schedules(study, trials, plt)),
                           ("params", _params(study, trials, plt, log_params(study)
                                              if log_scale is None else set(log_scale))),
                           ("test_per_type", _test_per_type(study, plt))):

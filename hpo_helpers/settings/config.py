@@ -112,6 +112,10 @@ class PrunerConfig:
     n_warmup_steps: int = field(default=1, metadata=_rule(low=0))
 
 
+#: what PBT may change in a running training (the optimizer's rate and decay, the dropout)
+PBT_PERTURBABLE = ("learning_rate", "dropout", "weight_decay")
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """How trials share the epochs (``scheduler:``).
@@ -123,12 +127,28 @@ class SchedulerConfig:
     bracket that reached that rung; a stopped trial waits with its checkpoint and is promoted
     (continued from it, optimizer and scheduler included) when it ranks so later.
     ``brackets`` > 1 gives configurations larger first rungs (Hyperband's brackets): the one
-    whose first trial is number ``n`` is in bracket ``n % brackets``."""
+    whose first trial is number ``n`` is in bracket ``n % brackets``.
 
-    type: str = field(default="tpe_median", metadata=_rule(choices=("tpe_median", "hyperband")))
+    ``pbt``: population-based training (synchronous generations): ``population`` members
+    (``max_trials`` when not given; the two must agree) start from the sampler, train
+    ``interval`` epochs at a time and wait; once every member has, the ``quantile`` ranked
+    worst each copy the checkpoint of a member of the best ``quantile`` (exploit) and
+    ``explore``: multiply each name of ``perturb`` found as a range in the search space by
+    ``perturb_factor`` or its inverse (``resample``: draw it anew with probability
+    ``resample_probability`` instead), kept inside the range."""
+
+    type: str = field(default="tpe_median",
+                      metadata=_rule(choices=("tpe_median", "hyperband", "pbt")))
     min_epochs: int = field(default=1, metadata=_rule(low=1, high=10_000))
     reduction_factor: int = field(default=3, metadata=_rule(low=2, high=16))
     brackets: int = field(default=1, metadata=_rule(low=1, high=8))
+    population: int | None = field(default=None, metadata=_rule(low=2, high=1000))
+    interval: int = field(default=2, metadata=_rule(low=1, high=10_000))
+    quantile: float = field(default=0.25, metadata=_rule(low=0, high=0.5, low_open=True))
+    explore: str = field(default="perturb", metadata=_rule(choices=("perturb", "resample")))
+    perturb: tuple[str, ...] = PBT_PERTURBABLE
+    perturb_factor: float = field(default=1.25, metadata=_rule(low=1, high=10, low_open=True))
+    resample_probability: float = field(default=0.25, metadata=_rule(low=0, high=1))
 
 
 @dataclass(frozen=True)
@@ -750,6 +770,8 @@ def _check_hpo(file: Path, cfg: HpoConfig, problems: Problems) -> None:
                         "120 with heartbeat_interval: 10 (and above the longest checkpoint write)")
     if cfg.scheduler.type == "hyperband":
         _check_hyperband(file, cfg, problems)
+    elif cfg.scheduler.type == "pbt":
+        _check_pbt(file, cfg, problems)
     with problems.check():
         _named(file, "backbone", cfg.backbone, backbone_path_name)
     for i, name in enumerate(cfg.backbones):
@@ -780,6 +802,44 @@ def _check_hyperband(file: Path, cfg: HpoConfig, problems: Problems) -> None:
         problems.add(f"key 'pruner.type' = {cfg.pruner.type} cannot be used with "
                      "scheduler.type hyperband (the scheduler stops trials at its rungs). "
                      "Fix: drop the pruner or use scheduler.type tpe_median")
+
+
+def _check_pbt(file: Path, cfg: HpoConfig, problems: Problems) -> None:
+    """``scheduler.type: pbt`` needs one fixed number of epochs with room for a perturbation
+    below it, a population that agrees with ``max_trials`` and something to perturb; it does not
+    mix with k-fold or a pruner."""
+    sch = cfg.scheduler
+    epochs = next((p for p in cfg.search_space if p.name == "epochs"), None)
+    if epochs is None or epochs.type != "fixed":
+        problems.add("key 'search_space.epochs' must be one fixed value with scheduler.type pbt "
+                     "(every member trains that many epochs). Fix: e.g. epochs: 12")
+    elif sch.interval >= int(epochs.value):
+        problems.add(f"key 'scheduler.interval' = {sch.interval} leaves no perturbation below "
+                     f"epochs ({int(epochs.value)}). Fix: an interval below epochs, e.g. "
+                     f"{max(1, int(epochs.value) // 4)}")
+    if sch.population is not None and sch.population != cfg.max_trials:
+        problems.add(f"key 'scheduler.population' = {sch.population} differs from max_trials "
+                     f"({cfg.max_trials}): under pbt max_trials counts the members. Fix: drop "
+                     "scheduler.population or set both to the same number")
+    if cfg.max_trials < 2:
+        problems.add("key 'max_trials' must be at least 2 with scheduler.type pbt (the "
+                     "population). Fix: e.g. max_trials: 8")
+    for name in sch.perturb:
+        if name not in PBT_PERTURBABLE:
+            problems.add(f"key 'scheduler.perturb' names {name!r}: PBT perturbs only "
+                         f"{', '.join(PBT_PERTURBABLE)} (what can change mid-training). Fix: "
+                         "drop it")
+    ranges = {p.name for p in cfg.search_space if p.type in ("loguniform", "uniform", "int")}
+    if not ranges & set(sch.perturb):
+        problems.add("key 'scheduler.perturb' names no hyperparameter the search space draws "
+                     f"from a range ({', '.join(sch.perturb) or 'none listed'}): PBT would "
+                     "have nothing to explore. Fix: give learning_rate a range")
+    if cfg.k_folds:
+        problems.add("key 'k_folds' cannot be used with scheduler.type pbt (a perturbation "
+                     "happens inside one training run). Fix: drop one of them")
+    if cfg.pruner.type == "hyperband":
+        problems.add("key 'pruner.type' = hyperband cannot be used with scheduler.type pbt "
+                     "(the scheduler decides). Fix: drop the pruner")
 
 
 def check_durable_url(file: Path | str, url: str) -> str:

@@ -30,6 +30,9 @@ __all__ = [
     "NOT_IN_MACRO_NOTE",
     "OOM",
     "PAUSED_AT",
+    "PBT_EXPLOITED",
+    "PBT_GENERATION",
+    "PBT_MEMBER",
     "REFIT",
     "RESUMED_FROM_EPOCH",
     "RESUMED_FROM_FOLD",
@@ -39,6 +42,7 @@ __all__ = [
     "RUNG_PASSED",
     "RUNG_SCORES",
     "RUN_INPUTS",
+    "SEED_ROOT",
     "SELECTED_BACKBONE",
     "MAX_TRIALS",
     "SESSIONS",
@@ -92,6 +96,15 @@ PAUSED_AT = "paused_at"  # the rung (epochs) the trial stopped at, waiting for a
 STOPPED_AT_RUNG = "stopped_at_rung"
 CONTINUES = "continues"  # the paused trial this one continues
 CONTINUES_FROM_EPOCH = "continues_from_epoch"  # where it starts: its parent's rung
+# Trial attributes: population-based training (``scheduler.type: pbt``, ``study.population``).
+# A member trains in segments of ``interval`` epochs, one trial each: a segment ends PAUSED_AT
+# the generation's last epoch with its score there in RUNG_SCORES; the next segment is a new
+# trial with CONTINUES (the segment whose checkpoint it starts from: its own member's, or a
+# better member's when it exploits) and SEED_ROOT (that segment's checkpoint folder).
+PBT_MEMBER = "pbt_member"  # the member (the number of its first trial) a segment trains
+PBT_GENERATION = "pbt_generation"  # the segment's generation (0: drawn by the sampler)
+PBT_EXPLOITED = "pbt_exploited"  # the member whose checkpoint and params it took (exploit)
+SEED_ROOT = "seed_root"  # the folder (retry root) of the checkpoint it starts from
 # Trial attributes: results and bookkeeping
 ERROR = "error"
 OOM = "oom"  # the trial ran out of device memory

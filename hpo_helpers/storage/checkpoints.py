@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import CheckpointError
-from .durable import prune_leftovers, remove_tree, set_aside, sha256, write_folder
-from .layout import checkpoint_name, checkpoint_step
+from .durable import (
+    copy_folder,
+    prune_leftovers,
+    remove_tree,
+    set_aside,
+    sha256,
+    write_folder,
+)
+from .layout import StudyLayout, checkpoint_name, checkpoint_step
 
 __all__ = [
     "MANIFEST",
@@ -38,6 +46,7 @@ __all__ = [
     "quarantine",
     "read_state",
     "resume_checkpoint",
+    "seed_checkpoint",
     "set_aside_incomplete",
     "verify",
     "write_checkpoint",
@@ -226,3 +235,40 @@ def load_latest(trial_dir: Path) -> tuple[Path, tuple[dict, dict, dict]] | None:
                          exc, moved.name)
         checkpoint = latest_checkpoint(trial_dir)
     return None
+
+
+def seed_checkpoint(source_dir: Path, trial_dir: Path, params: dict[str, Any],
+                    seeded_from: dict[str, Any], *, fault: str = "segment_copy") -> Path:
+    """Start ``trial_dir`` from a copy of ``source_dir``'s newest checkpoint, rewritten for
+    ``params`` (scheduler pbt: the exploit copy). The best model is copied first, the
+    checkpoint's marker last, so a kill at any moment leaves either no checkpoint (the copy is
+    made again) or a whole one; ``source_dir`` is only read. Its state records
+    ``seeded_from`` and the params it was trained with, and training then applies the new
+    learning rate and weight decay to the restored optimizer. ``fault``: the fault point before
+    the marker (the harness kills there)."""
+    source = latest_checkpoint(source_dir) if source_dir.is_dir() else None
+    if source is None:
+        raise CheckpointError(
+            f"the checkpoint this trial continues (trial {seeded_from.get('trial')} at epoch "
+            f"{seeded_from.get('epoch')}) is gone from {source_dir}; the trial cannot start "
+            "from it.")
+    verify(source)
+    best = StudyLayout.best_model_dir(source_dir)
+    if best.is_dir():
+        copy_folder(best, StudyLayout.best_model_dir(trial_dir))
+    state = json.loads((source / STATE_FILE).read_text())
+    state.update(seeded_from={**seeded_from, "params": state.get("params", {})},
+                 params=params)
+
+    def fill(tmp: Path) -> None:
+        for name in (*_CHECKSUMMED, MANIFEST):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+
+    final = write_folder(trial_dir / source.name, fill, marker=MARKER,
+                         marker_text=f"{checkpoint_step(source)}\n",
+                         before_marker=fault)
+    logger.info("Checkpoint %s of %s copied to start %s (epoch %s)", source.name,
+                source_dir.name, trial_dir.name, state.get("epoch"))
+    return final

@@ -60,8 +60,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["Rungs", "View", "decide", "decided_up_to", "finish", "occupancy", "promote_one",
-           "rungs_of", "view"]
+__all__ = ["HalvingPolicy", "Rungs", "View", "decide", "decided_up_to", "finish", "occupancy",
+           "promote_one", "rungs_of", "view"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,3 +228,40 @@ def occupancy(study: optuna.Study, rungs: Rungs) -> list[dict[str, Any]]:
                          "promoted": v.promoted.get((b, r), 0),
                          "stopped": v.stopped.get((b, r), 0)})
     return rows
+
+
+class HalvingPolicy:
+    """The scheduler's side of successive halving for
+    :class:`~hpo_helpers.sweep.scheduled.Scheduled`."""
+
+    name = "hyperband"
+
+    def __init__(self, rungs: Rungs) -> None:
+        self.rungs = rungs
+
+    def view(self, study: optuna.Study) -> View:
+        return view(study, self.rungs)
+
+    def queue(self, study: optuna.Study, v: View) -> bool:
+        return promote_one(study, self.rungs, v) is not None
+
+    def pending(self, v: View) -> bool:
+        """A paused trial can still be promoted."""
+        return any(v.goes_on(retry_root(t), int(t.user_attrs[PAUSED_AT])) for t in v.paused)
+
+    def finish(self, study: optuna.Study, v: View) -> tuple[set[int], str]:
+        roots = {retry_root(t) for t in v.paused}
+        stopped = finish(study, self.rungs, v)
+        return roots, "every promotion made" + (
+            f" ({len(stopped)} stopped at their rungs)" if stopped else "")
+
+    def decide(self, study: optuna.Study, trial: optuna.Trial, epochs: int, best: float,
+               current: float) -> bool:
+        return decide(study, trial, self.rungs, epochs, best)
+
+    @staticmethod
+    def decided_up_to(trial: Any) -> int:
+        return decided_up_to(trial)
+
+    def spent(self, study: optuna.Study) -> set[int]:
+        return set()  # a promotion continues in the paused chain's own folder

@@ -26,6 +26,8 @@ from ..settings.schema import (
     LEARNED_NOTHING,
     OOM,
     PAUSED_AT,
+    PBT_EXPLOITED,
+    PBT_MEMBER,
     RESUMED_FROM_EPOCH,
     RETRY_OF,
     RETRY_ROOT,
@@ -239,7 +241,7 @@ def recent_durations(study: optuna.Study, n: int) -> list[float]:
 
 #: The user attributes a summary carries (what notebook 03's table and the figures show).
 SUMMARY_ATTRS = (INTERRUPTED, RETRY_OF, RESUMED_FROM_EPOCH, FOLD_F1, FOLD_F1_STD,
-                 LEARNED_NOTHING, PAUSED_AT, CONTINUES)
+                 LEARNED_NOTHING, PAUSED_AT, CONTINUES, PBT_MEMBER, PBT_EXPLOITED, RETRY_ROOT)
 
 
 @dataclasses.dataclass(frozen=True)

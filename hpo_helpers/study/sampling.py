@@ -26,7 +26,7 @@ def sampler_and_pruner(hpo: HpoConfig) -> tuple[optuna.samplers.BaseSampler,
                                              n_startup_trials=hpo.sampler.n_startup_trials)
     else:
         sampler = optuna.samplers.RandomSampler(seed=hpo.sampler.seed)
-    if hpo.scheduler.type == "hyperband":
+    if hpo.scheduler.type in ("hyperband", "pbt"):
         pruner = optuna.pruners.NopPruner()
     elif hpo.pruner.type == "hyperband":
         epochs = next((p for p in hpo.search_space if p.name == "epochs"), None)

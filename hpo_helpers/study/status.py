@@ -189,6 +189,20 @@ def _describe_rungs(hpo: HpoConfig, study: optuna.Study, out: dict[str, Any]) ->
     out["rungs"] = occupancy(study, rungs)
 
 
+def _describe_population(hpo: HpoConfig, study: optuna.Study, out: dict[str, Any]) -> None:
+    """Scheduler pbt: members started (what ``max_trials`` counts) and one row per member:
+    the epoch it has reached, its latest score, its exploits, its state and params."""
+    from .population import members, population_of
+
+    pop = population_of(hpo)
+    if pop is None:
+        return
+    rows = members(study, pop)
+    out.update(scheduler="pbt", configurations_started=len(rows), population=rows,
+               pbt_done=sum(r["state"] == "done" for r in rows),
+               pbt_exploits=sum(r["exploits"] for r in rows))
+
+
 def _describe_results(attrs: dict[str, Any], out: dict[str, Any]) -> None:
     """Data summary, test scores (all kept models; the best trial's apart) and the refit."""
     out["created_at"] = attrs.get(CREATED_AT)
@@ -264,6 +278,7 @@ def status(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str 
         study = optuna.load_study(study_name=name, storage=storage)
         _describe(study, out)
         _describe_rungs(hpo, study, out)
+        _describe_population(hpo, study, out)
     except (ValueError, optuna.exceptions.StorageInternalError,
             sqlalchemy.exc.SQLAlchemyError) as exc:
         # damage that passes SQLite's own check (a stored attribute that is not JSON): one
@@ -298,6 +313,10 @@ def plan(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | 
                   "started; " + "; ".join(
                       f"rung {r['rung']}: {r['reached']} reached, {r['paused']} waiting, "
                       f"{r['promoted']} promoted" for r in info["rungs"]))
+    elif info.get("scheduler") == "pbt":  # max_trials counts members
+        action = (f"Resume: {info['configurations_started']} of {max_trials} PBT members "
+                  f"started, {info['pbt_done']} done; epochs reached " + ", ".join(
+                      str(r["epoch"]) for r in info["population"]))
     elif info["n_complete"] >= max_trials:
         action = f"All {max_trials} trials already complete"
     else:

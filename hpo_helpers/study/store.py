@@ -35,9 +35,13 @@ from ..settings.schema import (
     FINGERPRINT,
     FIXED_PARAMS,
     INTERRUPTED,
+    PBT_EXPLOITED,
+    PBT_GENERATION,
+    PBT_MEMBER,
     RETRY_OF,
     RETRY_ROOT,
     RUNG_PASSED,
+    SEED_ROOT,
     retry_root,
     study_name,
 )
@@ -178,10 +182,16 @@ def fingerprint(hpo: HpoConfig, dataset_fingerprint: str) -> dict[str, Any]:
         "dataset": dataset_fingerprint,
     }
     sch = hpo.scheduler
-    if sch.type != "tpe_median":  # rung records mean nothing under other rungs
+    if sch.type == "hyperband":  # rung records mean nothing under other rungs
         parts["scheduler"] = {"type": sch.type, "min_epochs": sch.min_epochs,
                               "reduction_factor": sch.reduction_factor,
                               "brackets": sch.brackets}
+    elif sch.type == "pbt":  # nor a population's generations under another interval
+        parts["scheduler"] = {"type": sch.type, "interval": sch.interval,
+                              "quantile": sch.quantile, "explore": sch.explore,
+                              "perturb": sorted(sch.perturb),
+                              "perturb_factor": sch.perturb_factor,
+                              "resample_probability": sch.resample_probability}
     return parts
 
 
@@ -352,7 +362,9 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial)
     """
     root = retry_root(trial)
     # a continuation's retry is one too, and no retry decides a rung its chain passed
-    carried = {k: trial.user_attrs[k] for k in (CONTINUES, CONTINUES_FROM_EPOCH, RUNG_PASSED)
+    carried = {k: trial.user_attrs[k] for k in (CONTINUES, CONTINUES_FROM_EPOCH, RUNG_PASSED,
+                                                   PBT_MEMBER, PBT_GENERATION, PBT_EXPLOITED,
+                                                   SEED_ROOT)
                if k in trial.user_attrs}
     study.enqueue_trial(dict(trial.params),
                         user_attrs={RETRY_OF: trial.number, RETRY_ROOT: root,

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..settings.schema import retry_root
+from ..settings.schema import SEED_ROOT, retry_root
 from ..storage.durable import (
     DurableWrites,
     copy_folder,
@@ -126,9 +126,12 @@ def _live_roots(study: optuna.Study) -> set[int]:
     """Retry-chain roots whose checkpoints may still be used (a trial will continue them)."""
     from optuna.trial import TrialState
 
-    # an interrupted attempt's retry or a promotion is queued: it continues from these; a
-    # trial paused at a rung (scheduler hyperband) may still be promoted
-    return ({retry_root(t) for t in trials_in(study, (TrialState.RUNNING, TrialState.WAITING))}
+    # an interrupted attempt's retry or a promotion is queued: it continues from these (a PBT
+    # segment from the folder it copies, SEED_ROOT); a trial paused at a rung (scheduler
+    # hyperband) may still be promoted
+    coming = trials_in(study, (TrialState.RUNNING, TrialState.WAITING))
+    return ({retry_root(t) for t in coming}
+            | {int(t.user_attrs[SEED_ROOT]) for t in coming if SEED_ROOT in t.user_attrs}
             | paused_chain_roots(study))
 
 

@@ -55,8 +55,8 @@ class SweepPlan:
         if bucket and url:
             raise ConfigError("durable_url cannot be used with a shared study (storage_url: its "
                               "checkpoints live in shared_checkpoint_dir). Fix: drop one of them.")
-        if hpo.scheduler.type == "hyperband":
-            _check_checkpoints_for_hyperband(hpo, url)
+        if hpo.scheduler.type != "tpe_median":
+            _check_checkpoints_for_scheduler(hpo, url)
         devices = worker_devices(cfg.train.devices, cfg.train.source)
         for device in devices:
             policy_for(cfg.train, device)
@@ -117,14 +117,16 @@ class SweepPlan:
         return None
 
 
-def _check_checkpoints_for_hyperband(hpo: Any, url: str | None) -> None:
-    """A promotion continues from the paused trial's checkpoint: refuse a run that keeps none,
-    or (a shared study) keeps them where another worker cannot read them."""
+def _check_checkpoints_for_scheduler(hpo: Any, url: str | None) -> None:
+    """A promotion (a PBT generation) continues from the paused trial's checkpoint: refuse a
+    run that keeps none, or (a shared study) keeps them where another worker cannot read
+    them."""
+    kind = hpo.scheduler.type
     if url and not hpo.shared_checkpoint_dir:
-        raise ConfigError(f"{hpo.source}: scheduler.type hyperband on a shared study needs "
+        raise ConfigError(f"{hpo.source}: scheduler.type {kind} on a shared study needs "
                           "shared_checkpoint_dir (a promotion may continue on any worker, from "
                           "the paused trial's checkpoint). Fix: set shared_checkpoint_dir to a "
                           "folder every worker sees.")
     if not url and not hpo.checkpoint.enabled:
-        raise ConfigError(f"{hpo.source}: scheduler.type hyperband needs checkpoint.enabled: "
+        raise ConfigError(f"{hpo.source}: scheduler.type {kind} needs checkpoint.enabled: "
                           "true (paused trials wait with their checkpoint). Fix: enable it.")

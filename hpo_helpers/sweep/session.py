@@ -34,14 +34,12 @@ from ..results.evaluate import score_kept_models, scores_lock
 from ..results.refit import refit_study
 from ..settings.schema import (
     CONTINUES,
-    CONTINUES_FROM_EPOCH,
     DEVICE,
     ERROR,
     INTERRUPTED,
     MAX_TRIALS,
     OOM,
     RESUMED_FROM_EPOCH,
-    RETRY_OF,
     SESSIONS,
     TEST_SCORES,
     retry_root,
@@ -64,7 +62,7 @@ from .failures import FailureCount
 from .housekeeping import disk_usage, keep_top_k, reconcile, send_waiting_models
 from .listeners import EventsListener, TrackingListener, TrialListener
 from .plan import SweepPlan
-from .scheduled import Scheduled
+from .scheduled import Scheduled, start_note
 from .workers import Claims, run_workers
 
 if TYPE_CHECKING:
@@ -96,7 +94,7 @@ class SweepSession:
         self.stop_after_trial, self.fit = stop_after_trial, fit
         self.writes, self.mirror, self.bucket = writes, mirror, bucket  # bucket: BucketSync|NoSync
         self.listeners: list[TrialListener] = [TrackingListener(tracker), EventsListener(
-            events, self.n_complete if plan.cfg.hpo.scheduler.type == "hyperband" else None)]
+            events, self.n_complete if plan.cfg.hpo.scheduler.type != "tpe_median" else None)]
         self.session_start = time.monotonic()
         self.failures = FailureCount(self.hpo.max_failed_trials)
         self.waiting_logged = False
@@ -189,11 +187,8 @@ class SweepSession:
         with self.stop.installed(), contextlib.closing(trial_bar), contextlib.nullcontext() \
                 if quiet else logging_redirect_tqdm(tqdm_class=type(trial_bar)):
             run_workers(lambda: self.worker_loop(trial_bar), self.plan.devices, self.stop.event)
-        if self.scheduled is not None and self.scheduled.stopped_roots:
-            with self.books:  # stopped trials' checkpoints go once the durable study says so
-                snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
-                for root in sorted(self.scheduled.stopped_roots):
-                    self._drop_checkpoints(self.layout.trial_dir(root))
+        if self.scheduled is not None:  # stopped trials' checkpoints go
+            self.after_trial(None)
         self.after_sweep()
         self.outcome.finish(self.stop.signal_name)
 
@@ -354,14 +349,18 @@ class SweepSession:
                        continues=CONTINUES in trial.user_attrs)
 
     def after_trial(self, finished_dir: Path | None) -> None:
-        """Snapshot the study, retry waiting copies, then drop the finished trial's folder."""
+        """Snapshot the study, retry waiting copies, then drop the finished trial's folder and
+        those the scheduler no longer needs."""
         with self.books:
             # The durable study must record the trial's end before its checkpoints go: a kill
             # in between then costs nothing (the trial is done) instead of the whole trial.
             snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
             self.writes.retry()  # kept models that waited on local disk
-            if finished_dir is not None:
-                self._drop_checkpoints(finished_dir)
+            spent = [self.layout.trial_dir(r) for r in sorted(self.scheduled.spent())] \
+                if self.scheduled is not None else []
+            for folder in [finished_dir, *spent]:
+                self._drop_checkpoints(folder)
+            if finished_dir is not None or spent:
                 self.outcome.bytes_kept = disk_usage(self.layout, self.mirror, log=True)
             self.bucket.request()  # the study first, then the checkpoints' removal
 
@@ -370,6 +369,8 @@ class SweepSession:
         mirror, bucket = self.mirror, self.bucket
         on_checkpoint = mirror.submit if mirror else bucket.request if bucket.active else None
         s = self.scheduled
+        if s is not None:  # a PBT segment starts from a copy of the checkpoint it continues
+            s.seed(trial, params, ckpt_dir, self.layout, mirror, on_checkpoint)
         return run_trial(trial, params, self.prep, self.cfg, ckpt_dir,
                          self.cfg.train.seed + retry_root(trial), self.stop.is_set,
                          self.tracker, self.events, on_checkpoint, fit=self.fit,
@@ -377,11 +378,7 @@ class SweepSession:
                          rung_from=s.rung_from(trial) if s else 0)
 
     def _start(self, trial: optuna.Trial, params: dict[str, Any], ckpt_dir: Path | None) -> None:
-        attrs = trial.user_attrs
-        how = (f" (retry of trial {attrs[RETRY_OF]})" if RETRY_OF in attrs else
-               f" (continues trial {attrs[CONTINUES]} from its rung of "
-               f"{attrs[CONTINUES_FROM_EPOCH]} epochs)" if CONTINUES in attrs else "")
-        logger.info("Trial %d started%s: %s", trial.number, how,
+        logger.info("Trial %d started%s: %s", trial.number, start_note(trial.user_attrs),
                     json.dumps(params, sort_keys=True))
         self.outcome.trials_run += 1
         if len(self.plan.devices) > 1:

@@ -26,6 +26,9 @@ from ..settings.schema import (
     MLFLOW_PARENT_RUN_ID,
     MLFLOW_RUN_ID,
     PAUSED_AT,
+    PBT_EXPLOITED,
+    PBT_GENERATION,
+    PBT_MEMBER,
     RETRY_OF,
     SESSIONS,
 )
@@ -227,6 +230,10 @@ class SweepTracker:
                 if hasattr(trial, "study") else None
             if paused is not None and paused.user_attrs.get(CHILD_ATTR):
                 tags["continues_run"] = paused.user_attrs[CHILD_ATTR]
+        for key, tag in ((PBT_MEMBER, "pbt_member"), (PBT_GENERATION, "pbt_generation"),
+                         (PBT_EXPLOITED, "pbt_exploited_member")):  # scheduler pbt: lineage
+            if key in trial.user_attrs:
+                tags[tag] = str(trial.user_attrs[key])
         run = self.client.create_run(self._setup.experiment_id, run_name=f"trial_{trial.number}",
                                      tags=tags)
         trial.set_user_attr(CHILD_ATTR, run.info.run_id)

@@ -627,11 +627,14 @@ class _Fit:
             raise CheckpointError(
                 f"checkpoint {ckpt} was written for params {state.get('params')}, not this "
                 f"trial's {params}; set aside as {moved.name}.")
+        fresh = [(g["initial_lr"], g["weight_decay"]) for g in tr.optimizer.param_groups]
         try:  # a value of the wrong kind anywhere is a damaged checkpoint (issue 23)
             tr.model.load_state_dict(model_state)
             tr.optimizer.load_state_dict(training["optimizer"])
             tr.scheduler.load_state_dict(training["scheduler"])
             _set_rng_state(training["rng"])
+            if state.get("seeded_from"):  # scheduler pbt: another member's state, our params
+                _take_rates(tr, fresh)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             moved = quarantine(ckpt, "mismatch")
             raise CheckpointError(
@@ -653,6 +656,19 @@ class _Fit:
 
 
 _scaler_missing_logged = False
+
+
+def _take_rates(tr: _Trainer, fresh: list[tuple[float, float]]) -> None:
+    """Give a restored optimizer the learning rates and weight decays of this trial's params
+    (``fresh``: each group's, as built), at the schedule's current step: the moment and the
+    momentum are the checkpoint's, the rates ours (PBT's explore step)."""
+    sched = tr.scheduler
+    for group, lam, (rate, decay) in zip(tr.optimizer.param_groups, sched.lr_lambdas, fresh,
+                                         strict=True):
+        group["initial_lr"], group["weight_decay"] = rate, decay
+        group["lr"] = rate * lam(sched.last_epoch)
+    sched.base_lrs = [rate for rate, _ in fresh]
+    sched._last_lr = [group["lr"] for group in tr.optimizer.param_groups]
 
 
 def _save_best(model: Any, backbone: Backbone, target: Path, metrics: dict[str, Any]) -> None:

@@ -185,8 +185,9 @@ class RungPause(Exception):  # noqa: N818 - control flow, like optuna.TrialPrune
         self.value, self.epochs = value, epochs
 
 
-#: The scheduler's question at the end of an epoch: (epochs done, best value so far) -> go on?
-RungCheck = Callable[[int, float], bool]
+#: The scheduler's question at the end of an epoch: (epochs done, best value so far, this
+#: epoch's value) -> go on?
+RungCheck = Callable[[int, float, float], bool]
 
 
 @dataclass
@@ -204,7 +205,7 @@ class _Hooks:
     losses: dict[int, dict[int, float]] = field(default_factory=dict)  # fold -> epoch -> loss
     best_micro: dict[int, float] = field(default_factory=dict)  # fold -> best micro F1 so far
     warned: set[int] = field(default_factory=set)  # folds already warned about
-    rung: RungCheck | None = None  # scheduler.type hyperband
+    rung: RungCheck | None = None  # scheduler.type hyperband or pbt
     rung_from: int = 0  # a continuation: the rung it was promoted from (not decided again)
     best_seen: float = float("-inf")
 
@@ -226,7 +227,8 @@ class _Hooks:
                                          f"{epoch + 1} is below the median")
             if self.rung is not None:  # after the epoch's checkpoint: a pause keeps it
                 self.best_seen = max(self.best_seen, value)
-                if epoch + 1 > self.rung_from and not self.rung(epoch + 1, self.best_seen):
+                if epoch + 1 > self.rung_from and not self.rung(epoch + 1, self.best_seen,
+                                                                value):
                     raise RungPause(self.best_seen, epoch + 1)
         return report
 

@@ -44,11 +44,15 @@ LRS = (3e-3, 2.5e-3, 2e-3, 1.5e-3)
 
 
 def _pbt(project, *, epochs: int = 4, lrs=LRS, **scheduler) -> None:
+    """Members enqueued with ``lrs``; the last (worst) one with batch size 4, the others 8:
+    an exploit takes the donor's batch size with its checkpoint."""
     space = dict(TINY_HPO["search_space"], epochs=epochs)
     fixed = {"batch_size": 8, "dropout": 0.1, "weight_decay": 1e-3, "warmup_ratio": 0.05}
     project.write_hpo(max_trials=len(lrs), search_space=space,
                       sampler={"type": "random", "seed": 3},
-                      enqueue_trials=[dict(fixed, learning_rate=lr) for lr in lrs],
+                      enqueue_trials=[dict(fixed, learning_rate=lr,
+                                           batch_size=4 if i == len(lrs) - 1 else 8)
+                                      for i, lr in enumerate(lrs)],
                       scheduler={"type": "pbt", "interval": 1, "quantile": 0.25,
                                  "perturb": ["learning_rate"], **scheduler})
 
@@ -98,7 +102,7 @@ def _check_the_scripted_population(study: optuna.Study, *, killed: int = 0,
                                                                         ended[donor].number)
         lr, was = nxt.params["learning_rate"], ended[donor].params["learning_rate"]
         assert lr == pytest.approx(min(3e-3, was * 1.25)) or lr == pytest.approx(was * 0.8)
-        assert nxt.params["batch_size"] == ended[donor].params["batch_size"]
+        assert nxt.params["batch_size"] == ended[donor].params["batch_size"] == 8
         for m in set(members) - set(exploits):
             assert by[(m, g)].user_attrs[CONTINUES] == ended[m].number
             assert by[(m, g)].params == ended[m].params, "a kept member keeps its params"
@@ -138,6 +142,13 @@ def test_pbt_exploits_and_explores_in_generations_and_keeps_the_budget(
                  str(project.output_dir)]) == 0
     shown = capsys.readouterr().out
     assert "pbt: 4/4 members started, 4 done, 3 exploits" in shown
+    assert "member 1: epoch 4, F1 0.2500, done, exploited 0x, learning_rate 0.0025" in shown
+    from hpo_helpers import ResumePanel  # the panel says the same
+
+    panel = ResumePanel(config_dir=project.config_dir, hpo_config=project.hpo,
+                        output_dir=project.output_dir)
+    assert panel.action.value == "<b>PBT complete: 4 of 4 members have trained their epochs</b>"
+    assert panel.trials.description == "Trials 4/4"
     from hpo_helpers.results.inspection import trials_table
     from hpo_helpers.results.report import figures
 
@@ -210,7 +221,7 @@ def test_sigkill_during_an_exploit_copy_copies_again_and_loses_nothing(project) 
 
 @pytest.mark.slow
 def test_sigkill_between_two_decisions_of_a_generation_decides_each_member_once(
-        project) -> None:
+        project, capsys) -> None:
     """Killed after the first of generation 1's four decisions was queued: the next run makes
     the other three (the same ones: ranks and the exploit's random stream come from the
     study) and never decides the first again."""
@@ -219,6 +230,14 @@ def test_sigkill_between_two_decisions_of_a_generation_decides_each_member_once(
     assert dead.returncode == -signal.SIGKILL, dead.stderr[-3000:]
     db = project.output_dir / "tiny" / "study.db"
     assert len(_load(db).get_trials(states=(TrialState.WAITING,))) == 1
+    from hpo_helpers.frontends.cli import main
+
+    assert main(["status", "--config", str(project.hpo), "--output-dir",
+                 str(project.output_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "pbt: 4/4 members started, 0 done, 0 exploits" in shown
+    assert "member 0: epoch 1, F1 0.3000, waiting, exploited 0x" in shown
+    assert "member 3: epoch 1, F1 0.1500, paused, exploited 0x" in shown
     res = _driver(project, _env(), out=project.output_dir)
     assert res.returncode == 0, res.stderr[-3000:]
     study = _load(db)
@@ -361,4 +380,63 @@ def test_a_generation_is_decided_once_all_members_paused_and_only_once(tmp_path)
     assert population.decide_generation(study, pop) == [], "decided once"
     policy = population.PopulationPolicy(pop)
     assert policy.spent(study) == {2}, "member 2's own checkpoint is no longer needed"
+    for _ in range(2):  # members 0 and 1 claim their next trials: the copies are still needed
+        study.ask()
     assert policy.spent(study) == {2}
+    for t in study.get_trials(states=(TrialState.RUNNING,)):
+        study.tell(t.number, 0.9)
+    assert policy.spent(study) == {0, 2}, "member 2's queued copy still needs member 1's"
+    study.tell(study.ask(), 0.9)
+    assert policy.spent(study) == {0, 1, 2}
+
+
+def test_the_drift_guard_covers_pbt_settings(project) -> None:
+    """A PBT study resumed under another interval or explore rule (its generations and
+    exploits would mean something else) is refused; the change is named."""
+    from hpo_helpers.study.store import fingerprint, fingerprint_change
+
+    _pbt(project)
+    before = fingerprint(load_configs(project.config_dir, project.hpo).hpo, "d")
+    assert before["scheduler"]["type"] == "pbt" and before["scheduler"]["interval"] == 1
+    assert fingerprint_change(before, before) is None
+    for change in ({"interval": 2}, {"explore": "resample"}, {"perturb_factor": 1.5}):
+        _pbt(project, **change)
+        after = fingerprint(load_configs(project.config_dir, project.hpo).hpo, "d")
+        assert "scheduler: {" in (fingerprint_change(before, after) or ""), change
+
+
+@pytest.mark.slow
+def test_a_damaged_exploit_copy_fails_its_member_clearly_and_the_others_finish(
+        project, monkeypatch, caplog) -> None:
+    """The first exploit copy is damaged on disk (its weights truncated after the copy): the
+    member's trial sets it aside and fails with a clear error instead of training from epoch
+    0 (which would spend epochs the budget does not have); the population goes on without it
+    and the sweep completes."""
+    from hpo_helpers.storage.checkpoints import MODEL_FILE
+    from hpo_helpers.sweep import scheduled
+
+    real = scheduled.seed_checkpoint
+    damaged: list[int] = []
+
+    def seed(source, trial_dir, params, seeded_from, *, fault="segment_copy"):
+        made = real(source, trial_dir, params, seeded_from, fault=fault)
+        if fault == "exploit_copy" and not damaged:
+            (made / MODEL_FILE).write_bytes((made / MODEL_FILE).read_bytes()[:100])
+            damaged.append(int(trial_dir.name.split("_")[1]))
+        return made
+
+    monkeypatch.setattr(scheduled, "seed_checkpoint", seed)
+    _pbt(project)
+    with caplog.at_level(logging.INFO, logger="hpo_helpers"):
+        study = _sweep(project, monkeypatch)
+    (failed,) = study.get_trials(states=(TrialState.FAIL,))
+    assert failed.number == damaged[0] and failed.user_attrs[PBT_EXPLOITED] == 0
+    assert "continues from epoch 1 but found no readable checkpoint" in failed.user_attrs[
+        "error"]
+    assert not failed.intermediate_values, "it trained nothing"
+    lost = population.member_of(failed)
+    done = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+            if population.member_of(t) != lost]
+    assert sum(_trained(t) for t in done) == 3 * 4, "the others train their epochs exactly"
+    assert "Sweep complete: 4/4 configurations started, 3 members trained 4 epochs, 1 failed" \
+        in caplog.text

@@ -412,35 +412,45 @@ def test_five_oom_trials_in_a_row_stop_the_sweep_with_advice(project, monkeypatc
     assert len(failed) == 5 and all(t.user_attrs["oom"] for t in failed)
 
 
-def test_an_exploit_copy_continues_another_trials_state_with_its_own_rates(setup,
-                                                                           tmp_path) -> None:
+def _stopping_after(n: int) -> dict:
+    done: list[int] = []
+    return {"on_epoch": lambda e, m: done.append(e), "should_stop": lambda: len(done) >= n}
+
+
+def test_an_exploit_copy_continues_another_trials_state_with_its_own_rates(
+        setup, uninterrupted, tmp_path) -> None:
     """scheduler pbt: a trial started from a copy of another trial's checkpoint (epoch 1)
-    continues its weights, position and history, while its optimizer takes this trial's
-    learning rate and weight decay (the explore step), exactly as a trial built with them."""
+    continues its weights, optimizer moments, position, history and random state (with the
+    same params: exactly the uninterrupted run), while with explored params its optimizer takes
+    their learning rate and weight decay, exactly as a trial built with them."""
     import torch
 
     from hpo_helpers.storage.checkpoints import TRAINING_FILE, seed_checkpoint
 
-    done: list[int] = []
-    src = _fit(setup, tmp_path / "src", on_epoch=lambda e, m: done.append(e),
-               should_stop=lambda: bool(done))
+    src = _fit(setup, tmp_path / "src", **_stopping_after(1))
     assert src.interrupted and len(src.history) == 1
+    seed_checkpoint(tmp_path / "src", tmp_path / "same", dict(PARAMS), {"trial": 0, "epoch": 1})
+    assert latest_checkpoint(tmp_path / "src") is not None, "the source is only read"
+    _same_run(_fit(setup, tmp_path / "same"), uninterrupted)
+
     explored = dict(PARAMS, learning_rate=1e-3, weight_decay=0.05, dropout=0.2)
     seed_checkpoint(tmp_path / "src", tmp_path / "dst", explored, {"trial": 0, "epoch": 1})
-    assert latest_checkpoint(tmp_path / "src") is not None, "the source is only read"
     kw = dict(backbone=setup["bb"], labels=setup["ds"].labels, train_windows=setup["tw"],
               eval_docs=setup["ds"].validation, eval_windows=setup["ew"], params=explored,
               cfg=setup["cfg"], seed=11)
-    seeded = fit(checkpoint_dir=tmp_path / "dst", **kw)
+    seeded = fit(checkpoint_dir=tmp_path / "dst", **kw, **_stopping_after(2))
     assert seeded.resumed_from_epoch == 1 and seeded.history[0] == src.history[0]
-    assert len(seeded.history) == PARAMS["epochs"]
-    control = fit(checkpoint_dir=tmp_path / "ctl", **kw)  # built with the explored params
+    control = fit(checkpoint_dir=tmp_path / "ctl", **kw, **_stopping_after(2))
+    assert control.global_step == seeded.global_step  # both stopped after epoch 2 of 3
 
-    def groups(folder: Path) -> list[tuple[float, float, float]]:
+    def rates(folder: Path) -> tuple[list, list]:
         state = torch.load(latest_checkpoint(folder) / TRAINING_FILE, weights_only=True)
-        return [(g["initial_lr"], g["lr"], g["weight_decay"])
-                for g in state["optimizer"]["param_groups"]]
+        return ([(g["initial_lr"], g["lr"], g["weight_decay"])
+                 for g in state["optimizer"]["param_groups"]],
+                state["scheduler"]["base_lrs"])
 
-    assert groups(tmp_path / "dst") == groups(tmp_path / "ctl")
-    assert {round(g[2], 6) for g in groups(tmp_path / "dst")} == {0.0, 0.05}
-    assert control.global_step == seeded.global_step
+    assert rates(tmp_path / "dst") == rates(tmp_path / "ctl")
+    groups, base = rates(tmp_path / "dst")
+    assert all(lr > 0 for _, lr, _ in groups), "mid-schedule: a rate to compare"
+    assert {round(wd, 6) for _, _, wd in groups} == {0.0, 0.05}
+    assert min(base) == pytest.approx(1e-3)

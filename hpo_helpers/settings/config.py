@@ -837,6 +837,10 @@ def _check_pbt(file: Path, cfg: HpoConfig, problems: Problems) -> None:
     if cfg.k_folds:
         problems.add("key 'k_folds' cannot be used with scheduler.type pbt (a perturbation "
                      "happens inside one training run). Fix: drop one of them")
+    if cfg.refit:
+        problems.add("key 'refit' cannot be used with scheduler.type pbt (a refit trains one "
+                     "set of params from scratch; PBT's result is a schedule, and its kept "
+                     "models are the ones to use). Fix: drop refit")
     if cfg.pruner.type == "hyperband":
         problems.add("key 'pruner.type' = hyperband cannot be used with scheduler.type pbt "
                      "(the scheduler decides). Fix: drop the pruner")

@@ -33,6 +33,7 @@ __all__ = [
     "PBT_EXPLOITED",
     "PBT_GENERATION",
     "PBT_MEMBER",
+    "PBT_POPULATION",
     "REFIT",
     "RESUMED_FROM_EPOCH",
     "RESUMED_FROM_FOLD",
@@ -105,6 +106,8 @@ PBT_MEMBER = "pbt_member"  # the member (the number of its first trial) a segmen
 PBT_GENERATION = "pbt_generation"  # the segment's generation (0: drawn by the sampler)
 PBT_EXPLOITED = "pbt_exploited"  # the member whose checkpoint and params it took (exploit)
 SEED_ROOT = "seed_root"  # the folder (retry root) of the checkpoint it starts from
+#: (a study attribute) the population size the study was started with: fixed for good
+PBT_POPULATION = "pbt_population"
 # Trial attributes: results and bookkeeping
 ERROR = "error"
 OOM = "oom"  # the trial ran out of device memory

@@ -23,15 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import CheckpointError
-from .durable import (
-    copy_folder,
-    prune_leftovers,
-    remove_tree,
-    set_aside,
-    sha256,
-    write_folder,
-)
-from .layout import StudyLayout, checkpoint_name, checkpoint_step
+from .durable import prune_leftovers, remove_tree, set_aside, sha256, write_folder
+from .layout import checkpoint_name, checkpoint_step
 
 __all__ = [
     "MANIFEST",
@@ -240,12 +233,13 @@ def load_latest(trial_dir: Path) -> tuple[Path, tuple[dict, dict, dict]] | None:
 def seed_checkpoint(source_dir: Path, trial_dir: Path, params: dict[str, Any],
                     seeded_from: dict[str, Any], *, fault: str = "segment_copy") -> Path:
     """Start ``trial_dir`` from a copy of ``source_dir``'s newest checkpoint, rewritten for
-    ``params`` (scheduler pbt: the exploit copy). The best model is copied first, the
-    checkpoint's marker last, so a kill at any moment leaves either no checkpoint (the copy is
-    made again) or a whole one; ``source_dir`` is only read. Its state records
-    ``seeded_from`` and the params it was trained with, and training then applies the new
-    learning rate and weight decay to the restored optimizer. ``fault``: the fault point before
-    the marker (the harness kills there)."""
+    ``params`` (scheduler pbt: the exploit copy). The marker comes last, so a kill at any
+    moment leaves either no checkpoint (the copy is made again) or a whole one; ``source_dir``
+    is only read. Its state records ``seeded_from`` and the params it was trained with, and
+    training then applies the new learning rate and weight decay to the restored optimizer.
+    The best model is not copied: until the new trial beats the inherited best score, that
+    model is the source trial's (kept under its number, as for a promotion). ``fault``: the
+    fault point before the marker (the harness kills there)."""
     source = latest_checkpoint(source_dir) if source_dir.is_dir() else None
     if source is None:
         raise CheckpointError(
@@ -253,9 +247,6 @@ def seed_checkpoint(source_dir: Path, trial_dir: Path, params: dict[str, Any],
             f"{seeded_from.get('epoch')}) is gone from {source_dir}; the trial cannot start "
             "from it.")
     verify(source)
-    best = StudyLayout.best_model_dir(source_dir)
-    if best.is_dir():
-        copy_folder(best, StudyLayout.best_model_dir(trial_dir))
     state = json.loads((source / STATE_FILE).read_text())
     state.update(seeded_from={**seeded_from, "params": state.get("params", {})},
                  params=params)

@@ -43,14 +43,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core import faults
+from ..core.errors import ConfigError
 from ..settings.config import HpoConfig, ParamSpec
 from ..settings.schema import (
     CONTINUES,
     CONTINUES_FROM_EPOCH,
+    INTERRUPTED,
     PAUSED_AT,
     PBT_EXPLOITED,
     PBT_GENERATION,
     PBT_MEMBER,
+    PBT_POPULATION,
     RUNG_SCORES,
     SEED_ROOT,
     retry_root,
@@ -60,8 +63,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["Population", "PopulationPolicy", "PopulationView", "explore", "member_of",
-           "members", "population_of", "view"]
+__all__ = ["Population", "PopulationPolicy", "PopulationView", "explore", "fix_size",
+           "member_of", "members", "population_of", "view"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,19 @@ def population_of(hpo: HpoConfig) -> Population | None:
     return Population(hpo.max_trials, sch.interval, int(epochs.value), sch.quantile,
                       sch.explore, sch.perturb_factor, sch.resample_probability, ranges,
                       int(hpo.sampler.seed or 0))
+
+
+def fix_size(study: optuna.Study, pop: Population) -> None:
+    """Record the population size in a new study; refuse another one later (members added
+    mid-way would have to be ranked against generations the others have left)."""
+    size = study.user_attrs.get(PBT_POPULATION)
+    if size is None:
+        study.set_user_attr(PBT_POPULATION, pop.size)
+    elif int(size) != pop.size:
+        raise ConfigError(
+            f"study {study.study_name} is a PBT population of {size} members; max_trials "
+            f"{pop.size} would change it. Fix: use max_trials: {size} (or --max-trials {size}) "
+            "for this study, or a new study_name for another population.")
 
 
 def member_of(trial: Any) -> int:
@@ -189,6 +205,9 @@ def view(study: optuna.Study, pop: Population) -> PopulationView:
 
     v = PopulationView(pop)
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if (t.state == TrialState.FAIL and INTERRUPTED in t.user_attrs and not t.params
+                and PBT_MEMBER not in t.user_attrs):
+            continue  # killed before it drew its params: no member (a new one is drawn)
         m = member_of(t)
         if PBT_MEMBER in t.user_attrs and CONTINUES_FROM_EPOCH in t.user_attrs:
             v.decided.setdefault(int(t.user_attrs[CONTINUES_FROM_EPOCH]), set()).add(m)
@@ -263,15 +282,15 @@ def members(study: optuna.Study, pop: Population) -> list[dict[str, Any]]:
     rows = []
     for m in sorted(v.latest):
         t = v.latest[m]
-        scores = t.user_attrs.get(RUNG_SCORES) or {}
+        ends = [e for e, at in v.at.items() if m in at]  # generations it ended
         state = ("failed" if m in dead else "done" if m in finished else
                  "paused" if t.state == TrialState.COMPLETE else t.state.name.lower())
         epoch = (pop.top if m in finished else int(t.user_attrs.get(
             PAUSED_AT, t.user_attrs.get(CONTINUES_FROM_EPOCH, 0))))
         rows.append({"member": m, "trial": t.number,
                      "generation": int(t.user_attrs.get(PBT_GENERATION, 0)), "epoch": epoch,
-                     "score": t.value if m in finished or not scores
-                     else float(scores[max(scores, key=int)]),
+                     "score": t.value if m in finished or not ends
+                     else _score(v.at[max(ends)][m], max(ends)),
                      "exploits": len(exploits.get(m, ())), "state": state,
                      "params": dict(t.params)})
     return rows

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..settings.schema import (
+    BEST_EPOCH,
     CONTINUES,
+    CONTINUES_FROM_EPOCH,
     FOLD_F1,
     FOLD_F1_STD,
     INTERRUPTED,
@@ -183,16 +185,25 @@ def top_complete(study: optuna.Study, k: int) -> list[tuple[int, float | None]]:
 
     In a study with promotions (scheduler hyperband) a paused trial and its continuations are
     one model's history: each chain counts once, by its best trial (ties: the earlier one,
-    which holds the model when a continuation did not improve on it)."""
+    which holds the model when a continuation did not improve on it). A continuation whose
+    best epoch came before the epoch it continued from (its value inherited: scheduler pbt's
+    next generations) has no model of its own and is not counted: the trial that trained
+    that epoch is."""
     from optuna.trial import TrialState
 
     if not _attrs(study, (CONTINUES,)):
         return _top(study, k)
-    roots = {n: int(v) for n, _, v in _attrs(study, (RETRY_ROOT,), (TrialState.COMPLETE,))}
+    pairs = _attrs(study, (RETRY_ROOT, CONTINUES_FROM_EPOCH, BEST_EPOCH),
+                   (TrialState.COMPLETE,))
+    roots = {n: int(v) for n, key, v in pairs if key == RETRY_ROOT}
+    start = {n: int(v) for n, key, v in pairs if key == CONTINUES_FROM_EPOCH}
+    best = {n: int(v) for n, key, v in pairs if key == BEST_EPOCH}
     seen: set[int] = set()
     out = []
     for number, value in _top(study, None):
         root = roots.get(number, number)
+        if number in start and best.get(number, start[number] + 1) <= start[number]:
+            continue  # inherited
         if root not in seen:
             seen.add(root)
             out.append((number, value))

@@ -192,13 +192,14 @@ def _describe_rungs(hpo: HpoConfig, study: optuna.Study, out: dict[str, Any]) ->
 def _describe_population(hpo: HpoConfig, study: optuna.Study, out: dict[str, Any]) -> None:
     """Scheduler pbt: members started (what ``max_trials`` counts) and one row per member:
     the epoch it has reached, its latest score, its exploits, its state and params."""
-    from .population import members, population_of
+    from .population import members, population_of, view
 
     pop = population_of(hpo)
     if pop is None:
         return
     rows = members(study, pop)
-    out.update(scheduler="pbt", configurations_started=len(rows), population=rows,
+    out.update(scheduler="pbt", configurations_started=len(view(study, pop).started),
+               population=rows, pbt_failed=sum(r["state"] == "failed" for r in rows),
                pbt_done=sum(r["state"] == "done" for r in rows),
                pbt_exploits=sum(r["exploits"] for r in rows))
 
@@ -313,6 +314,10 @@ def plan(cfg: Configs, *, backbone: str | None = None, output_dir: Path | str | 
                   "started; " + "; ".join(
                       f"rung {r['rung']}: {r['reached']} reached, {r['paused']} waiting, "
                       f"{r['promoted']} promoted" for r in info["rungs"]))
+    elif info.get("scheduler") == "pbt" and info["pbt_done"] + info["pbt_failed"] >= max_trials:
+        action = (f"PBT complete: {info['pbt_done']} of {max_trials} members have trained "
+                  "their epochs" + (f", {info['pbt_failed']} failed" if info["pbt_failed"]
+                                    else ""))
     elif info.get("scheduler") == "pbt":  # max_trials counts members
         action = (f"Resume: {info['configurations_started']} of {max_trials} PBT members "
                   f"started, {info['pbt_done']} done; epochs reached " + ", ".join(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings.config import HpoConfig
 from ..settings.schema import (
+    BEST_EPOCH,
     CONTINUES,
     CONTINUES_FROM_EPOCH,
     PAUSED_AT,
@@ -59,6 +60,8 @@ class Scheduled:
     @classmethod
     def of(cls, study: optuna.Study, hpo: HpoConfig, shared: Any) -> Scheduled | None:
         rungs, pop = halving.rungs_of(hpo), population.population_of(hpo)
+        if pop is not None:
+            population.fix_size(study, pop)
         policy: Any = (halving.HalvingPolicy(rungs) if rungs is not None else
                        population.PopulationPolicy(pop) if pop is not None else None)
         return None if policy is None else cls(study, hpo, policy, shared)
@@ -112,7 +115,9 @@ class Scheduled:
     def spent(self) -> set[int]:
         """Checkpoint folders (retry roots) the sweep no longer needs: stopped chains, PBT
         segments every decision and queued segment is done with. Each is given once."""
-        roots = (self.stopped_roots | self.policy.spent(self.study)) - self._given
+        with self.shared.exclusive("budget") if self.shared is not None else \
+                contextlib.nullcontext():  # a dead worker's trial is failed and re-queued as one
+            roots = (self.stopped_roots | self.policy.spent(self.study)) - self._given
         self._given |= roots
         return roots
 
@@ -147,6 +152,7 @@ class Scheduled:
     def pause(self, trial: optuna.Trial, pause: RungPause) -> None:
         """Tell the study: COMPLETE with its value so far, paused at the rung."""
         trial.set_user_attr(PAUSED_AT, pause.epochs)
+        trial.set_user_attr(BEST_EPOCH, pause.best_epoch)  # before it: its model is inherited
         self.study.tell(trial, pause.value)
         logger.info("Trial %d paused at epoch %d: F1 %.4f (best so far %.4f); its checkpoint "
                     "is kept for what comes next", trial.number, pause.epochs, pause.value,

@@ -357,7 +357,7 @@ class SweepSession:
             snapshot_all(self.opened.paths, self.tracker.setup, self.writes)
             self.writes.retry()  # kept models that waited on local disk
             spent = [self.layout.trial_dir(r) for r in sorted(self.scheduled.spent())] \
-                if self.scheduled is not None else []
+                if self.scheduled is not None and not self.writes.pending else []
             for folder in [finished_dir, *spent]:
                 self._drop_checkpoints(folder)
             if finished_dir is not None or spent:

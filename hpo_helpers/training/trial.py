@@ -178,11 +178,12 @@ class TrialRun:
 
 class RungPause(Exception):  # noqa: N818 - control flow, like optuna.TrialPruned
     """The scheduler paused the trial at a rung: its checkpoint there is kept for a promotion.
-    ``value``: the objective's best so far; ``epochs``: the rung."""
+    ``value``: the objective's best so far; ``epochs``: the rung; ``best_epoch``: the epoch
+    (1-based) that scored ``value``."""
 
-    def __init__(self, value: float, epochs: int) -> None:
+    def __init__(self, value: float, epochs: int, best_epoch: int = 0) -> None:
         super().__init__(f"paused at rung {epochs} epochs with {value:.4f}")
-        self.value, self.epochs = value, epochs
+        self.value, self.epochs, self.best_epoch = value, epochs, best_epoch
 
 
 #: The scheduler's question at the end of an epoch: (epochs done, best value so far, this
@@ -208,6 +209,7 @@ class _Hooks:
     rung: RungCheck | None = None  # scheduler.type hyperband or pbt
     rung_from: int = 0  # a continuation: the rung it was promoted from (not decided again)
     best_seen: float = float("-inf")
+    best_epoch: int = 0  # the epoch (1-based) that scored best_seen
 
     def on_epoch(self, fold: int) -> Callable[[int, dict[str, Any]], None]:
         import optuna
@@ -226,10 +228,11 @@ class _Hooks:
                 raise optuna.TrialPruned(f"{what} {value:.4f} at fold {fold} epoch "
                                          f"{epoch + 1} is below the median")
             if self.rung is not None:  # after the epoch's checkpoint: a pause keeps it
-                self.best_seen = max(self.best_seen, value)
+                if value > self.best_seen:
+                    self.best_seen, self.best_epoch = value, epoch + 1
                 if epoch + 1 > self.rung_from and not self.rung(epoch + 1, self.best_seen,
                                                                 value):
-                    raise RungPause(self.best_seen, epoch + 1)
+                    raise RungPause(self.best_seen, epoch + 1, self.best_epoch)
         return report
 
     def _watch(self, fold: int, epoch: int, metrics: dict[str, Any]) -> None:
@@ -258,6 +261,11 @@ class _Hooks:
             "on.", self.trial.number, where, best, epoch + 1, self.epochs, before, now)
 
     def on_step(self, done: int, total: int) -> None:
+        if self.rung_from and not self.resumed:  # training from epoch 0: its first step
+            raise CheckpointError(
+                f"trial {self.trial.number} continues from epoch {self.rung_from} but found "
+                "no readable checkpoint of it: it fails rather than train from epoch 0 "
+                "(which would spend epochs the budget does not have).")
         # Cheap per step: the bar and the panel redraw at most 10 times a second.
         now = time.monotonic()
         if done < total and now - self.drawn < 0.1:
@@ -271,6 +279,11 @@ class _Hooks:
 
     def on_resume(self, fold: int) -> Callable[[int, int], None]:
         def record(epoch: int, step: int) -> None:
+            if epoch < self.rung_from:  # a continuation must start where it continues
+                raise CheckpointError(
+                    f"trial {self.trial.number} continues from epoch {self.rung_from} but its "
+                    f"newest readable checkpoint is of epoch {epoch}: it fails rather than "
+                    "train those epochs again.")
             if not self.resumed:  # recorded at once: a retry killed again still shows it
                 self.resumed = True
                 self.trial.set_user_attr(RESUMED_FROM_EPOCH, epoch)
@@ -296,7 +309,7 @@ def _fit_fold(prep: Prepared, cfg: Configs, params: dict[str, Any], fold: int, s
                        on_resume=hooks.on_resume(fold), metric=hooks.metric,
                        untrained=prep.dataset.untrained_types)
         except CheckpointError as exc:
-            if attempt:
+            if attempt or hooks.rung_from:  # a continuation never starts over
                 raise
             logger.error("%s The trial starts over from epoch 0.", exc)
     raise AssertionError("unreachable")

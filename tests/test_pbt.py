@@ -440,3 +440,16 @@ def test_a_damaged_exploit_copy_fails_its_member_clearly_and_the_others_finish(
     assert sum(_trained(t) for t in done) == 3 * 4, "the others train their epochs exactly"
     assert "Sweep complete: 4/4 configurations started, 3 members trained 4 epochs, 1 failed" \
         in caplog.text
+
+
+def test_a_pbt_study_keeps_its_population(tmp_path) -> None:
+    """Raising max_trials on a PBT study would add members that must be ranked against
+    generations the others have left: refused, with the size that works."""
+    study = optuna.create_study(study_name="s", direction="maximize",
+                                storage=f"sqlite:///{tmp_path / 's.db'}")
+    population.fix_size(study, _population(size=4))
+    population.fix_size(study, _population(size=4))  # the same: fine
+    with pytest.raises(ConfigError) as err:
+        population.fix_size(study, _population(size=6))
+    assert "a PBT population of 4 members; max_trials 6 would change it" in str(err.value)
+    assert "max_trials: 4" in str(err.value)

@@ -183,7 +183,10 @@ def _schedules(study: Any, trials: list[Any], plt: Any) -> Any | None:
             ax.set_yscale("log")
         ax.set_ylabel(_plain(name))
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
     axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].legend(loc="best", fontsize="small", ncol=2)
     axes[0, 0].set_title(f"{_plain(study.study_name)}: hyperparameter schedules (PBT)")
     return fig

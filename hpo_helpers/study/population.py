@@ -253,9 +253,11 @@ def decide_generation(study: optuna.Study, pop: Population,
         faults.point("pbt_decision")  # this member decided, maybe not the others yet
         if m in worst:
             logger.info("PBT epoch %d: member %d (F1 %.4f, rank %d of %d) exploits member %d "
-                        "(F1 %.4f): its checkpoint, params explored to %s", epoch, m,
+                        "(F1 %.4f): its checkpoint and params, explored to %s", epoch, m,
                         _score(at[m], epoch), ranking.index(m) + 1, len(ranking),
-                        attrs[PBT_EXPLOITED], _score(source, epoch), _short(params))
+                        attrs[PBT_EXPLOITED], _score(source, epoch),
+                        _short({p.name: params[p.name] for p in pop.perturb
+                                if p.name in params}))
         else:
             logger.info("PBT epoch %d: member %d (F1 %.4f, rank %d of %d) goes on", epoch, m,
                         _score(at[m], epoch), ranking.index(m) + 1, len(ranking))

@@ -100,17 +100,15 @@ def _hpo(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Budget:
-    """Counts evaluated epochs across a run and stops it at the budget; keeps the curve."""
+    """Counts evaluated epochs across a run, stops it at the budget and keeps the curve."""
 
     def __init__(self, budget: int, stop: Any) -> None:
         self.budget, self.stop = budget, stop
         self.curve: list[tuple[int, float]] = []  # (epochs consumed, validation F1)
-        self.evaluated = 0  # every epoch evaluated, past the budget too (none should be)
 
     def __call__(self, real: Any) -> Any:
         def evaluate(*a: Any, **kw: Any) -> dict[str, Any]:
             metrics = real(*a, **kw)
-            self.evaluated += 1
             if len(self.curve) < self.budget:
                 self.curve.append((len(self.curve) + 1, float(metrics["f1"])))
                 if len(self.curve) >= self.budget:
@@ -131,6 +129,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, work: Path) -> dic
     from hpo_helpers import load_configs, run_sweep
     from hpo_helpers.core.stopping import StopRequest
     from hpo_helpers.results.evaluate import evaluate_study
+    from hpo_helpers.study.queries import trial_summaries
     from hpo_helpers.training import train
 
     config = scratch_config(work, "search", docs=args.docs, eval_docs=args.eval_docs)
@@ -154,7 +153,11 @@ def run_one(method: str, seed: int, args: argparse.Namespace, work: Path) -> dic
     scores, best = evaluate_study(cfg, output_dir=out)
     test = scores.get(best, {}).get("f1") if best is not None else None
     trials = outcome.study.get_trials()
+    # training epochs from the study (each trial's epochs beyond where it continued): the
+    # test scoring of the kept models after a sweep that completes is not training
+    trained = sum(s.epochs_trained for s in trial_summaries(outcome.study))
     return {"curve": budget.curve, "wall_s": round(wall, 1), "test_f1_of_best": test,
+            "epochs_trained": trained,
             "trials": len(trials), "best_trial": best,
             "best_val_f1": budget.best_at(args.budget), "budget": budget}
 
@@ -181,7 +184,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], budget: int) -> dict[str, A
                                         if r["test_f1_of_best"] is not None]),
             "wall_s": _median([r["wall_s"] for r in rs]),
             "trials": _median([r["trials"] for r in rs]),
-            "epochs_trained": max(r["budget"].evaluated for r in rs),
+            "epochs_trained": max(r["epochs_trained"] for r in rs),
         }
     return methods
 

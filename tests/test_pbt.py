@@ -10,13 +10,12 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo_helpers import ConfigError, load_configs, run_sweep
+from hpo_helpers import ConfigError, load_configs
 from hpo_helpers.settings.schema import (
     CONTINUES,
     CONTINUES_FROM_EPOCH,
@@ -30,11 +29,12 @@ from hpo_helpers.settings.schema import (
 from hpo_helpers.storage.checkpoints import latest_checkpoint
 from hpo_helpers.study import population
 
-from .conftest import REPO, TINY_HPO
-from .scripted_scores import DRIVER
+from .conftest import TINY_HPO
 from .test_distributed import pg_url  # noqa: F401 - the fixture
 from .test_durability import DURABLE, WORKING, _colab
 from .test_kill_resume import _env
+from .test_scheduler import _driver as scheduled_driver
+from .test_scheduler import _driver_args as scheduled_driver_args
 from .test_scheduler import _epochs
 from .test_scheduler import _sweep as scheduled_sweep
 
@@ -178,16 +178,11 @@ def _check_once(study: optuna.Study) -> None:
 
 
 def _driver_args(project, *, out, storage: str | None = None) -> list[str]:
-    code = DRIVER.format(repo=str(REPO), scores=SCORES, config_dir=str(project.config_dir),
-                         hpo=str(project.hpo), out=None if out is None else str(out),
-                         storage=storage)
-    return [sys.executable, "-c", code]
+    return scheduled_driver_args(project, out=out, scores=SCORES, storage=storage)
 
 
 def _driver(project, env, *, out, fault: str | None = None, cwd=None):
-    env = dict(env, **({"HPO_FAULT_KILL_AT": fault} if fault else {}))
-    return subprocess.run(_driver_args(project, out=out), env=env, cwd=cwd or project.root,
-                          capture_output=True, text=True, timeout=400)
+    return scheduled_driver(project, env, out=out, fault=fault, cwd=cwd, scores=SCORES)
 
 
 def _load(db) -> optuna.Study:

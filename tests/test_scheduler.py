@@ -216,11 +216,11 @@ def _driver_args(project, *, out: Path | None, scores: dict[float, float] = SCOR
 
 
 def _driver(project, env: dict[str, str], *, out: Path | None, fault: str | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
+            cwd: Path | None = None, scores=SCORES) -> subprocess.CompletedProcess:
     """The scripted sweep in its own process (``fault``: it SIGKILLs itself there)."""
     env = dict(env, **({"HPO_FAULT_KILL_AT": fault} if fault else {}))
-    return subprocess.run(_driver_args(project, out=out), env=env, cwd=cwd or project.root,
-                          capture_output=True, text=True, timeout=400)
+    return subprocess.run(_driver_args(project, out=out, scores=scores), env=env,
+                          cwd=cwd or project.root, capture_output=True, text=True, timeout=400)
 
 
 @pytest.mark.slow

@@ -779,44 +779,52 @@ def _check_hpo(file: Path, cfg: HpoConfig, problems: Problems) -> None:
             _named(file, f"backbones[{i}]", name, backbone_path_name)
 
 
+def _scheduled_epochs(cfg: HpoConfig, problems: Problems, *, epochs_are: str, folds: str,
+                      example: int) -> int | None:
+    """What ``hyperband`` and ``pbt`` both need: one fixed number of epochs (returned; None when
+    it is not), no k-fold and no pruner of their own."""
+    kind = cfg.scheduler.type
+    if cfg.k_folds:
+        problems.add(f"key 'k_folds' cannot be used with scheduler.type {kind} ({folds}). "
+                     "Fix: drop one of them")
+    if cfg.pruner.type == "hyperband":
+        problems.add(f"key 'pruner.type' = hyperband cannot be used with scheduler.type {kind} "
+                     "(the scheduler decides which trials stop). Fix: drop the pruner or use "
+                     "scheduler.type tpe_median")
+    epochs = next((p for p in cfg.search_space if p.name == "epochs"), None)
+    if epochs is None or epochs.type != "fixed":
+        problems.add(f"key 'search_space.epochs' must be one fixed value with scheduler.type "
+                     f"{kind} ({epochs_are}). Fix: e.g. epochs: {example}")
+        return None
+    return int(epochs.value)
+
+
 def _check_hyperband(file: Path, cfg: HpoConfig, problems: Problems) -> None:
     """``scheduler.type: hyperband`` needs one fixed number of epochs (the top rung) and room
     for at least two rungs in every bracket; it does not mix with k-fold or a pruner."""
     sch = cfg.scheduler
-    epochs = next((p for p in cfg.search_space if p.name == "epochs"), None)
-    if epochs is None or epochs.type != "fixed":
-        problems.add("key 'search_space.epochs' must be one fixed value with scheduler.type "
-                     "hyperband (the top rung: the scheduler decides how far each trial "
-                     "trains). Fix: e.g. epochs: 27")
-        return
-    top, low = int(epochs.value), sch.min_epochs * sch.reduction_factor ** (sch.brackets - 1)
-    if low * sch.reduction_factor > top:
+    top = _scheduled_epochs(cfg, problems, example=27, folds="a rung is an epoch of one "
+                            "training run", epochs_are="the top rung: the scheduler decides "
+                            "how far each trial trains")
+    low = sch.min_epochs * sch.reduction_factor ** (sch.brackets - 1)
+    if top is not None and low * sch.reduction_factor > top:
         problems.add(f"key 'scheduler.min_epochs' = {sch.min_epochs} leaves no rung below "
                      f"epochs ({top}) with reduction_factor {sch.reduction_factor} and "
                      f"{sch.brackets} bracket(s). Fix: epochs of at least "
                      f"{low * sch.reduction_factor}, or a lower min_epochs or brackets")
-    if cfg.k_folds:
-        problems.add("key 'k_folds' cannot be used with scheduler.type hyperband (a rung is "
-                     "an epoch of one training run). Fix: drop one of them")
-    if cfg.pruner.type != "median" and cfg.pruner.type != "none":
-        problems.add(f"key 'pruner.type' = {cfg.pruner.type} cannot be used with "
-                     "scheduler.type hyperband (the scheduler stops trials at its rungs). "
-                     "Fix: drop the pruner or use scheduler.type tpe_median")
 
 
 def _check_pbt(file: Path, cfg: HpoConfig, problems: Problems) -> None:
     """``scheduler.type: pbt`` needs one fixed number of epochs with room for a perturbation
     below it, a population that agrees with ``max_trials`` and something to perturb; it does not
-    mix with k-fold or a pruner."""
+    mix with k-fold, a pruner or a refit."""
     sch = cfg.scheduler
-    epochs = next((p for p in cfg.search_space if p.name == "epochs"), None)
-    if epochs is None or epochs.type != "fixed":
-        problems.add("key 'search_space.epochs' must be one fixed value with scheduler.type pbt "
-                     "(every member trains that many epochs). Fix: e.g. epochs: 12")
-    elif sch.interval >= int(epochs.value):
+    top = _scheduled_epochs(cfg, problems, example=12, folds="a perturbation happens inside "
+                            "one training run", epochs_are="every member trains that many "
+                            "epochs")
+    if top is not None and sch.interval >= top:
         problems.add(f"key 'scheduler.interval' = {sch.interval} leaves no perturbation below "
-                     f"epochs ({int(epochs.value)}). Fix: an interval below epochs, e.g. "
-                     f"{max(1, int(epochs.value) // 4)}")
+                     f"epochs ({top}). Fix: an interval below epochs, e.g. {max(1, top // 4)}")
     if sch.population is not None and sch.population != cfg.max_trials:
         problems.add(f"key 'scheduler.population' = {sch.population} differs from max_trials "
                      f"({cfg.max_trials}): under pbt max_trials counts the members. Fix: drop "
@@ -834,16 +842,10 @@ def _check_pbt(file: Path, cfg: HpoConfig, problems: Problems) -> None:
         problems.add("key 'scheduler.perturb' names no hyperparameter the search space draws "
                      f"from a range ({', '.join(sch.perturb) or 'none listed'}): PBT would "
                      "have nothing to explore. Fix: give learning_rate a range")
-    if cfg.k_folds:
-        problems.add("key 'k_folds' cannot be used with scheduler.type pbt (a perturbation "
-                     "happens inside one training run). Fix: drop one of them")
     if cfg.refit:
         problems.add("key 'refit' cannot be used with scheduler.type pbt (a refit trains one "
                      "set of params from scratch; PBT's result is a schedule, and its kept "
                      "models are the ones to use). Fix: drop refit")
-    if cfg.pruner.type == "hyperband":
-        problems.add("key 'pruner.type' = hyperband cannot be used with scheduler.type pbt "
-                     "(the scheduler decides). Fix: drop the pruner")
 
 
 def check_durable_url(file: Path | str, url: str) -> str:

@@ -159,6 +159,7 @@ class PopulationView:
     # epoch -> member -> its segment paused there (the newest record)
     at: dict[int, dict[int, FrozenTrial]] = field(default_factory=dict)
     decided: dict[int, set[int]] = field(default_factory=dict)  # epoch -> members decided
+    exploited: dict[int, set[int]] = field(default_factory=dict)  # member -> epochs it did
     needed_roots: set[int] = field(default_factory=set)  # folders a queued segment starts from
 
     def dead(self) -> set[int]:
@@ -211,6 +212,8 @@ def view(study: optuna.Study, pop: Population) -> PopulationView:
         m = member_of(t)
         if PBT_MEMBER in t.user_attrs and CONTINUES_FROM_EPOCH in t.user_attrs:
             v.decided.setdefault(int(t.user_attrs[CONTINUES_FROM_EPOCH]), set()).add(m)
+            if PBT_EXPLOITED in t.user_attrs:  # a retry carries it: counted once per epoch
+                v.exploited.setdefault(m, set()).add(int(t.user_attrs[CONTINUES_FROM_EPOCH]))
         if t.state == TrialState.WAITING:
             v.waiting += 1
         elif t.state == TrialState.RUNNING:
@@ -269,18 +272,13 @@ def _short(params: dict[str, Any]) -> str:
                      for k, v in sorted(params.items()))
 
 
-def members(study: optuna.Study, pop: Population) -> list[dict[str, Any]]:
-    """One row per member, for ``status``, the panel and notebook 03: its newest trial, the
-    epochs it has reached, its latest score, how many times it exploited another member, its
-    state (running, waiting, paused, done, failed) and its current params."""
+def members(v: PopulationView) -> list[dict[str, Any]]:
+    """One row per member of the study ``v`` was read from, for ``status`` and the panel: its
+    newest trial, the epochs it has reached, its latest score, how many times it exploited
+    another member, its state (running, waiting, paused, done, failed) and its params."""
     from optuna.trial import TrialState
 
-    v = view(study, pop)
-    exploits: dict[int, set[int]] = {}
-    for t in study.get_trials(deepcopy=False):
-        if PBT_EXPLOITED in t.user_attrs:
-            exploits.setdefault(member_of(t), set()).add(int(t.user_attrs[CONTINUES_FROM_EPOCH]))
-    dead, finished = v.dead(), v.finished()
+    pop, dead, finished = v.pop, v.dead(), v.finished()
     rows = []
     for m in sorted(v.latest):
         t = v.latest[m]
@@ -293,7 +291,7 @@ def members(study: optuna.Study, pop: Population) -> list[dict[str, Any]]:
                      "generation": int(t.user_attrs.get(PBT_GENERATION, 0)), "epoch": epoch,
                      "score": t.value if m in finished or not ends
                      else _score(v.at[max(ends)][m], max(ends)),
-                     "exploits": len(exploits.get(m, ())), "state": state,
+                     "exploits": len(v.exploited.get(m, ())), "state": state,
                      "params": dict(t.params)})
     return rows
 

@@ -197,8 +197,9 @@ def _describe_population(hpo: HpoConfig, study: optuna.Study, out: dict[str, Any
     pop = population_of(hpo)
     if pop is None:
         return
-    rows = members(study, pop)
-    out.update(scheduler="pbt", configurations_started=len(view(study, pop).started),
+    v = view(study, pop)
+    rows = members(v)
+    out.update(scheduler="pbt", configurations_started=len(v.started),
                population=rows, pbt_failed=sum(r["state"] == "failed" for r in rows),
                pbt_done=sum(r["state"] == "done" for r in rows),
                pbt_exploits=sum(r["exploits"] for r in rows))
